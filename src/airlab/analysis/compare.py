@@ -1,0 +1,107 @@
+"""Arm-versus-baseline analysis of a stored experiment: one row per arm, Holm across arms."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from airlab.analysis import stats
+from airlab.errors import AirlabError, did_you_mean
+from airlab.store import Store
+
+# Secondary metrics shown beside the primary one (means over finished seeds).
+COST_METRICS = ("train_seconds", "tokens_per_s", "samples_per_s", "flops", "peak_mem_mb",
+                "params", "model_bytes")
+
+
+@dataclass
+class ArmRow:
+    arm: str
+    is_baseline: bool
+    seeds: list[int]
+    values: list[float]  # primary metric per seed (NaN where the run failed or is missing)
+    planned: int
+    finished: int
+    failed: int
+    failures: list[str]  # "seed 137: diverged at step 812"
+    summary: stats.Summary
+    comparison: stats.Comparison | None = None
+    p_holm: float | None = None
+    verdict: str = ""
+    means: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    name: str
+    metric: str
+    direction: str
+    spec: dict[str, Any]
+    rows: list[ArmRow]
+
+    @property
+    def baseline(self) -> ArmRow:
+        return self.rows[0]
+
+
+def analyze(store: Store, name: str) -> Analysis:
+    exp = store.experiment(name)
+    if exp is None:
+        known = [e["name"] for e in store.experiments()]
+        raise AirlabError(f"no experiment named '{name}' in {store.url}", did_you_mean(name, known))
+    spec = exp["spec"]
+    metric = spec.get("metric", "val_loss")
+    direction = spec.get("direction", "minimize")
+    seeds = list(spec.get("seeds", []))
+    arm_names = [spec["baseline"]["name"], *[a["name"] for a in spec.get("arms", [])]]
+    current = _current_runs(store, exp["id"], spec)
+    all_metrics = store.metrics([r["id"] for r in current])
+
+    rows: list[ArmRow] = []
+    for arm in arm_names:
+        arm_runs = {r["seed"]: r for r in current if r["arm"] == arm}
+        values, failures, finished = [], [], []
+        for s in seeds:
+            r = arm_runs.get(s)
+            v = math.nan
+            if r is not None and r["state"] == "finished":
+                got = all_metrics[r["id"]].get(metric)
+                v = math.nan if got is None else float(got)
+                finished.append(r["id"])
+            elif r is not None and r["state"] == "failed":
+                failures.append(f"seed {s}: {r['reason']}")
+            values.append(v)
+        means: dict[str, float] = {}
+        for m in COST_METRICS + (metric,):
+            xs = [all_metrics[i].get(m) for i in finished]
+            xs = [float(x) for x in xs if x is not None]
+            if xs:
+                means[m] = sum(xs) / len(xs)
+        rows.append(ArmRow(arm=arm, is_baseline=not rows, seeds=seeds, values=values,
+                           planned=len(seeds), finished=len(finished), failed=len(failures),
+                           failures=failures, summary=stats.summarize(values), means=means))
+
+    base = rows[0]
+    for row in rows[1:]:
+        row.comparison = stats.compare(base.values, row.values, direction=direction, paired=True)
+    adjusted = stats.holm([r.comparison.p_value for r in rows[1:] if r.comparison])
+    for row, p in zip(rows[1:], adjusted):
+        row.p_holm = p
+        assert row.comparison is not None
+        row.verdict = stats.verdict(row.comparison, adjusted_p=p)
+    base.verdict = "baseline"
+    return Analysis(name, metric, direction, spec, rows)
+
+
+def _current_runs(store: Store, experiment_id: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of the spec as it is now (an edited spec leaves older runs stored but unused)."""
+    from airlab.plan import plan_runs
+    from airlab.spec import ExperimentSpec
+
+    runs = store.runs(experiment_id)
+    try:
+        wanted = {(p.arm, p.run_key) for p in plan_runs(ExperimentSpec(**spec))}
+    except AirlabError:
+        return runs  # the spec no longer resolves (e.g. a removed technique): show what is stored
+    return [r for r in runs if (r["arm"], r["run_key"]) in wanted]

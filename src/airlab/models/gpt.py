@@ -1,0 +1,438 @@
+"""A small decoder-only transformer for character-level language modelling.
+
+The architecture is deliberately configurable (positions, norm, activation, attention
+variant) so that techniques can be compared against the same baseline by flipping one
+field of :class:`GPTConfig`. Structure that later techniques rely on:
+
+* ``GPT.blocks`` is an ``nn.ModuleList`` and every block maps ``x -> x`` with shape
+  (B, T, C), so a block can be wrapped (e.g. activation checkpointing) without knowing
+  its internals.
+* Every matmul is an ``nn.Linear`` with a stable name (``attn.qkv``, ``attn.proj``,
+  ``mlp.fc``, ``mlp.gate``, ``mlp.proj``, ``lm_head``) so quantization and pruning can
+  find them by type or by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from airlab.errors import AirlabError, did_you_mean, lookup
+
+POSITIONS = ("learned", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "relu2", "swiglu")
+
+
+def _swiglu_hidden(n_embd: int) -> int:
+    """Default SwiGLU width: 8/3 * n_embd, rounded up to a multiple of 8.
+
+    SwiGLU has three matrices instead of two, so a hidden width of 8/3*C keeps the MLP
+    parameter count (3 * C * 8C/3 = 8C^2) equal to a 4*C two-matrix MLP; rounding to a
+    multiple of 8 keeps matmul shapes friendly to vectorised kernels.
+    """
+    return 8 * math.ceil(8 * n_embd / 3 / 8)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64  # maximum context length T
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    n_kv_head: int | None = None  # None = n_head (MHA); 1 = MQA; otherwise GQA
+    # None = 4 * n_embd, or for swiglu 8/3 * n_embd rounded up to a multiple of 8
+    mlp_hidden: int | None = None
+    dropout: float = 0.0
+    positions: str = "learned"  # learned | rope | none
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False  # RMSNorm q and k over the head dim before attention
+    activation: str = "gelu"  # gelu | relu2 | swiglu
+    bias: bool = False  # biases in Linear and LayerNorm layers
+    tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
+    window: int | None = None  # sliding-window causal attention width; None = full causal
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AirlabError(f"{name}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head != 0:
+            raise AirlabError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}",
+                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}",
+            )
+        if self.n_kv_head is not None and (
+            not isinstance(self.n_kv_head, int)
+            or self.n_kv_head < 1
+            or self.n_head % self.n_kv_head != 0
+        ):
+            divisors = [d for d in range(1, self.n_head + 1) if self.n_head % d == 0]
+            raise AirlabError(
+                f"n_kv_head={self.n_kv_head!r} must divide n_head={self.n_head}",
+                f"choose from {divisors} or None for one KV head per query head",
+            )
+        if self.mlp_hidden is not None and (
+            not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1
+        ):
+            raise AirlabError(f"mlp_hidden={self.mlp_hidden!r} must be a positive integer or None")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AirlabError(f"dropout={self.dropout!r} must be in [0, 1)")
+        for name, choices in (
+            ("positions", POSITIONS),
+            ("norm", NORMS),
+            ("activation", ACTIVATIONS),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise AirlabError(f"unknown {name}={value!r}", did_you_mean(str(value), choices))
+        if self.positions == "rope":
+            if self.head_dim % 2 != 0:
+                raise AirlabError(
+                    f"positions='rope' needs an even head dim, but n_embd/n_head="
+                    f"{self.n_embd}/{self.n_head}={self.head_dim}",
+                    "change n_embd or n_head so that n_embd // n_head is even",
+                )
+            if not self.rope_base > 0:
+                raise AirlabError(f"rope_base={self.rope_base!r} must be positive")
+        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+            raise AirlabError(
+                f"window={self.window!r} must be a positive integer or None (full causal)"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        return _swiglu_hidden(self.n_embd) if self.activation == "swiglu" else 4 * self.n_embd
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight over the last dim (no mean subtraction, no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 so low-precision activations don't lose the tiny rms.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def _make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+@functools.cache
+def _sdpa_has_gqa() -> bool:
+    """Whether this torch's scaled_dot_product_attention accepts enable_gqa (torch >= 2.5)."""
+    q = torch.zeros(1, 2, 1, 2)
+    kv = torch.zeros(1, 1, 1, 2)
+    try:
+        F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+    except (TypeError, RuntimeError):
+        return False
+    return True
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    # Pairs dimension i with i + D/2 (the "split halves" RoPE layout).
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    # Buffers, declared so type checkers know they are tensors (only set when used).
+    rope_cos: torch.Tensor  # (1, 1, block_size, head_dim)
+    rope_sin: torch.Tensor  # (1, 1, block_size, head_dim)
+    band_mask: torch.Tensor  # (block_size, block_size) bool, True = may attend
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.dropout
+        self.window = config.window
+        # One fused projection for q, k and v; k and v have n_kv_head heads each (GQA/MQA).
+        qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
+        self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_drop = nn.Dropout(config.dropout)
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim)
+            self.k_norm = RMSNorm(self.head_dim)
+
+        self.use_rope = config.positions == "rope"
+        if self.use_rope:
+            inv_freq = config.rope_base ** (
+                -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+            )  # (D/2,)
+            angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
+            angles = torch.cat((angles, angles), dim=-1)  # (T, D)
+            # Non-persistent: derived from the config, so they stay out of checkpoints.
+            self.register_buffer("rope_cos", angles.cos()[None, None], persistent=False)
+            self.register_buffer("rope_sin", angles.sin()[None, None], persistent=False)
+        if self.window is not None:
+            pos = torch.arange(config.block_size)
+            offset = pos[:, None] - pos[None, :]  # (T, T): query index - key index
+            band = (offset >= 0) & (offset < self.window)  # True = may attend
+            self.register_buffer("band_mask", band, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_rope:
+            cos, sin = self.rope_cos[:, :, :T], self.rope_sin[:, :, :T]  # (1, 1, T, D)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+
+        kwargs: dict = {}
+        if Hkv != H:
+            if _sdpa_has_gqa():
+                kwargs["enable_gqa"] = True
+            else:
+                # Query head h reads KV head h // (H // Hkv), matching enable_gqa's grouping.
+                k = k.repeat_interleave(H // Hkv, dim=1)  # (B, H, T, D)
+                v = v.repeat_interleave(H // Hkv, dim=1)  # (B, H, T, D)
+        if self.window is None:
+            kwargs["is_causal"] = True
+        else:
+            kwargs["attn_mask"] = self.band_mask[:T, :T]  # (T, T) bool
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, **kwargs
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.activation = config.activation
+        hidden = config.hidden
+        self.fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        if self.activation == "swiglu":
+            self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)  # (B, T, hidden)
+        if self.activation == "gelu":
+            h = F.gelu(h)
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
+        else:  # swiglu: silu(gate) scales the linear "value" path elementwise
+            h = F.silu(self.gate(x)) * h
+        return self.drop(self.proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = _make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = _make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe: nn.Embedding | None = None
+        if config.positions == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = _make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 scheme: N(0, 0.02) everywhere; the two projections that write into the
+        # residual stream get 0.02/sqrt(2*n_layer) so the stream's variance does not grow
+        # with depth (each block adds two such contributions).
+        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = resid_std if name.endswith(("attn.proj", "mlp.proj")) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise AirlabError(
+                f"sequence length {T} exceeds block_size={self.config.block_size}",
+                "crop the input or build the model with a larger block_size",
+            )
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            pos = torch.arange(T, device=idx.device)
+            x = x + self.wpe(pos)  # (B, T, C) + (T, C)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)  # (B, T, C)
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            # Mean over tokens in nats; computed in float32 for a stable log-softmax.
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count, shared (tied) tensors counted once.
+
+        ``non_embedding=True`` drops the input lookup tables (position embedding and,
+        when untied, the token embedding). The output projection is always counted,
+        since it is a real matmul; with tied embeddings the shared matrix counts once,
+        as the output projection (the nanoGPT / Kaplan-style convention).
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates ties
+        if non_embedding:
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.wte.weight.numel()
+        return n
+
+    def matmul_params(self) -> int:
+        """Weights that take part in a matmul per token: block Linears + lm_head."""
+        n = sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
+        return n + self.lm_head.weight.numel()
+
+    def flops_per_token(self, training: bool = True, *, seq_len: int | None = None) -> float:
+        """Approximate FLOPs per token (PaLM appendix-B accounting).
+
+        forward = 2 * N_mm + 4 * n_layer * n_embd * T_eff
+          * N_mm = weights of every Linear in the blocks plus lm_head (vocab * n_embd,
+            counted even when tied); norms, biases, softmax and embedding lookups ignored.
+          * 4 * n_layer * n_embd * T_eff = q @ k^T plus att @ v, each 2 * T_eff * n_embd
+            per token per layer (the full context, not halved for the causal mask).
+          * T_eff = seq_len (default block_size), capped at window for local attention.
+        training = 3 * forward (backward costs twice the forward), i.e.
+          6 * N_mm + 12 * n_layer * n_embd * T_eff;  inference = forward.
+        """
+        t = self.config.block_size if seq_len is None else seq_len
+        if self.config.window is not None:
+            t = min(t, self.config.window)
+        forward = 2 * self.matmul_params() + 4 * self.config.n_layer * self.config.n_embd * t
+        return float(3 * forward if training else forward)
+
+
+# Architecture presets: GPTConfig field values (vocab_size comes from the data set).
+PRESETS: dict[str, dict] = {
+    # nanoGPT's shakespeare_char recipe scaled for a laptop CPU (~0.8M parameters).
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
+    # nanoGPT's shakespeare_char GPU recipe (~10.7M parameters).
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
+    # A modern (Llama-style) stack: RoPE, RMSNorm, SwiGLU, GQA. 86,563,840 parameters
+    # with vocab 65; with activation="gelu" the same widths give only 63.5M, so SwiGLU is
+    # the variant closest to 88M.
+    "seed88m": dict(
+        n_layer=22,
+        n_head=8,
+        n_kv_head=4,
+        n_embd=512,
+        mlp_hidden=2048,
+        block_size=1024,
+        activation="swiglu",
+        positions="rope",
+        norm="rmsnorm",
+        dropout=0.0,
+    ),
+}
+
+# Trainer hints that go with each preset (kept apart: they are not model fields).
+PRESET_TRAINING: dict[str, dict] = {
+    "tiny": dict(
+        batch_size=12,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=100,
+        max_steps=2000,
+        weight_decay=0.1,
+        beta2=0.99,  # small batches of few tokens: a slightly shorter second-moment memory
+        grad_clip=1.0,
+    ),
+    "small": dict(
+        batch_size=32,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=100,
+        max_steps=5000,
+        weight_decay=0.1,
+        beta2=0.99,
+        grad_clip=1.0,
+    ),
+    "seed88m": dict(
+        batch_size=16,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=200,
+        weight_decay=0.1,
+        beta2=0.95,
+        grad_clip=1.0,
+    ),
+}
+
+_CONFIG_FIELDS = tuple(f.name for f in fields(GPTConfig))
+
+
+def build_gpt(vocab_size: int, preset: str = "tiny", **overrides: object) -> GPT:
+    """Build a GPT from a named preset, with any GPTConfig field overridden."""
+    values = dict(lookup(PRESETS, preset, "GPT preset"))
+    for key in overrides:
+        if key not in _CONFIG_FIELDS:
+            raise AirlabError(
+                f"unknown GPT config field '{key}'", did_you_mean(key, _CONFIG_FIELDS)
+            )
+    values.update(overrides)
+    values["vocab_size"] = vocab_size
+    return GPT(GPTConfig(**values))

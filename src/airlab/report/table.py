@@ -1,0 +1,66 @@
+"""Result tables for the terminal (Rich)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from airlab.analysis.compare import Analysis
+
+VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "no difference": "yellow",
+                 "inconclusive": "dim", "baseline": "cyan"}
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    ax = abs(x)
+    if ax != 0 and (ax >= 1e6 or ax < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def analysis_table(a: Analysis) -> Group:
+    arrow = "↓" if a.direction == "minimize" else "↑"
+    t = Table(title=f"{a.name}: {a.metric} ({arrow} better), {len(a.baseline.seeds)} seeds",
+              title_justify="left")
+    for col, just in [("arm", "left"), ("n", "right"), (f"{a.metric} mean ± sd", "right"),
+                      ("95% CI", "right"), ("Δ vs base", "right"), ("p (Holm)", "right"),
+                      ("d", "right"), ("train s", "right"), ("throughput", "right"),
+                      ("verdict", "left")]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in a.rows:
+        s = r.summary
+        c = r.comparison
+        speed = r.means.get("tokens_per_s") or r.means.get("samples_per_s")
+        unit = "tok/s" if "tokens_per_s" in r.means else "samp/s"
+        n = f"{r.finished}/{r.planned}" + (f" ({r.failed} failed)" if r.failed else "")
+        delta = "" if c is None else f"{c.delta:+.4g} ({100 * c.rel_delta:+.1f}%)"
+        t.add_row(
+            r.arm, n, f"{fmt(s.mean)} ± {fmt(s.sd, 2)}", f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
+            delta, "" if c is None else fmt_p(r.p_holm), "" if c is None else fmt(c.d, 3),
+            fmt(r.means.get("train_seconds"), 3), f"{fmt(speed, 4)} {unit}" if speed else "—",
+            Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")),
+        )
+    notes: list[Text] = []
+    for r in a.rows:
+        for f in r.failures:
+            notes.append(Text(f"failed: {r.arm} {f}", style="red"))
+    for r in a.rows[1:]:
+        c = r.comparison
+        if c is not None and not math.isnan(c.mde):
+            notes.append(Text(f"{r.arm}: minimum detectable effect at n={c.baseline.n} is "
+                              f"{fmt(c.mde, 3)}; seeds rule (Δ > 2σ_base and d ≥ 0.5): "
+                              f"{'met' if c.seeds_rule else 'not met'}", style="dim"))
+    return Group(t, *notes)

@@ -1,0 +1,256 @@
+"""Workloads: what gets trained. Each turns a TrainConfig into a Task for the one training loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from airlab.config import TRAIN_FIELDS, TrainConfig
+from airlab.errors import AirlabError, did_you_mean, lookup
+from airlab.settings import get_settings
+
+
+@dataclass
+class Task:
+    """A model plus its data, as the trainer sees them."""
+
+    model: nn.Module
+    unit: str  # "tokens" or "samples": what the budget counts
+    units_per_step: int
+    flops_per_unit: float  # training FLOPs per token or per sample (forward + backward)
+    train_size: int  # units in one epoch of training data
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)  # dataset provenance, vocab size, ...
+
+
+class Workload:
+    """Registry entry: knows its presets, its model fields and how to build a Task."""
+
+    name: str = ""
+    default_dataset: str = ""
+    default_preset: str = ""
+
+    def presets(self) -> list[str]:
+        raise NotImplementedError
+
+    def defaults(self, preset: str) -> dict[str, Any]:
+        """Trainer-field defaults for a preset (batch size, learning rate, ...)."""
+        raise NotImplementedError
+
+    def model_fields(self, preset: str) -> set[str]:
+        raise NotImplementedError
+
+    def check(self, config: TrainConfig) -> None:
+        """Raise AirlabError if the model part of the config cannot be built."""
+
+    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+        raise NotImplementedError
+
+
+def _data_dirs() -> dict[str, Any]:
+    s = get_settings()
+    return {"data_dir": s.data_dir, "cache_dir": s.cache_dir}
+
+
+class CharLM(Workload):
+    name = "charlm"
+    default_dataset = "pycode"
+    default_preset = "tiny"
+
+    def presets(self) -> list[str]:
+        from airlab.models import PRESETS
+
+        return sorted(PRESETS)
+
+    def defaults(self, preset: str) -> dict[str, Any]:
+        from airlab.models import PRESET_TRAINING, PRESETS
+
+        lookup(PRESETS, preset, "charlm preset")
+        hints = PRESET_TRAINING.get(preset, {})
+        return {k: v for k, v in hints.items() if k in TRAIN_FIELDS}  # budget comes from the spec
+
+    def model_fields(self, preset: str) -> set[str]:
+        from airlab.models import GPTConfig
+
+        return {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+
+    def check(self, config: TrainConfig) -> None:
+        from airlab.models import PRESETS, GPTConfig
+
+        base = dict(lookup(PRESETS, config.preset, "charlm preset"))
+        unknown = set(config.model) - self.model_fields(config.preset)
+        for k in sorted(unknown):
+            raise AirlabError(
+                f"unknown model option '{k}' for charlm", did_you_mean(k, self.model_fields(""))
+            )
+        try:
+            GPTConfig(**{**base, **config.model})
+        except (TypeError, ValueError) as e:
+            raise AirlabError(f"invalid charlm model options: {e}") from None
+
+    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+        from airlab.data import load_text
+        from airlab.models import build_gpt
+
+        corpus = load_text(config.dataset, **_data_dirs())
+        model = build_gpt(corpus.vocab_size, config.preset, **config.model).to(device)
+        T = model.config.block_size
+        B = config.batch_size
+        train = corpus.train.long()
+        val = corpus.val.long()
+        if len(train) <= T + 1 or len(val) <= T + 1:
+            raise AirlabError(
+                f"dataset '{config.dataset}' is too small for context {T}",
+                "use a larger text or a smaller block_size",
+            )
+        gen = torch.Generator().manual_seed(config.seed)  # data order follows the run's seed
+        offsets = torch.arange(T)
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            ix = torch.randint(len(train) - T - 1, (B,), generator=gen)
+            idx = ix[:, None] + offsets  # (B, T)
+            return train[idx].to(device), train[idx + 1].to(device)
+
+        # A fixed, evenly spaced held-out subset: identical for every arm and seed.
+        n_seq = max(1, min(config.eval_tokens // T, (len(val) - 1) // T))
+        starts = torch.linspace(0, len(val) - T - 1, n_seq).long()
+        vidx = starts[:, None] + offsets
+        vx, vy = val[vidx], val[vidx + 1]
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            _, loss = m(x, y)
+            return loss
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            was_training = m.training
+            m.eval()
+            total, count = 0.0, 0
+            with torch.no_grad():
+                for i in range(0, n_seq, 64):
+                    x, y = vx[i : i + 64].to(device), vy[i : i + 64].to(device)
+                    _, loss = m(x, y)
+                    total += float(loss) * x.numel()
+                    count += x.numel()
+            m.train(was_training)
+            val_loss = total / count
+            return {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
+
+        return Task(
+            model=model,
+            unit="tokens",
+            units_per_step=B * T,
+            flops_per_unit=float(model.flops_per_token(training=True)),
+            train_size=len(train),
+            next_batch=next_batch,
+            evaluate=evaluate,
+            loss_fn=loss_fn,
+            info={
+                "dataset_sha256": corpus.sha256,
+                "vocab_size": corpus.vocab_size,
+                "train_tokens": len(train),
+                "val_tokens": len(val),
+                "eval_tokens": int(vx.numel()),
+            },
+        )
+
+
+class Vision(Workload):
+    name = "vision"
+    default_dataset = "digits"
+    default_preset = "mlp"
+
+    def presets(self) -> list[str]:
+        from airlab.models import VISION_MODELS
+
+        return sorted(VISION_MODELS)
+
+    def defaults(self, preset: str) -> dict[str, Any]:
+        from airlab.models import VISION_MODELS
+
+        lookup(VISION_MODELS, preset, "vision model")
+        return {"batch_size": 64, "lr": 2e-3, "min_lr": 1e-4, "warmup_steps": 20,
+                "weight_decay": 0.01, "beta2": 0.999}
+
+    def model_fields(self, preset: str) -> set[str]:
+        import inspect
+
+        from airlab.models import VISION_MODELS
+
+        if preset not in VISION_MODELS:
+            return set().union(*(self.model_fields(p) for p in VISION_MODELS))
+        sig = inspect.signature(VISION_MODELS[preset])
+        return {p for p in sig.parameters if p not in ("input_shape", "n_classes")}
+
+    def check(self, config: TrainConfig) -> None:
+        allowed = self.model_fields(config.preset)
+        for k in sorted(set(config.model) - allowed):
+            raise AirlabError(
+                f"unknown model option '{k}' for vision model '{config.preset}'",
+                did_you_mean(k, allowed),
+            )
+
+    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+        from airlab.data import load_vision
+        from airlab.models import build_vision, flops_per_sample
+
+        data = load_vision(config.dataset, **_data_dirs())
+        model = build_vision(config.preset, data.input_shape, data.n_classes, **config.model)
+        flops = float(flops_per_sample(model, data.input_shape, training=True))
+        model = model.to(device)
+        B = config.batch_size
+        xt, yt = data.x_train, data.y_train
+        n = len(xt)
+        gen = torch.Generator().manual_seed(config.seed)
+        state = {"perm": torch.randperm(n, generator=gen), "pos": 0}
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            # Shuffled epochs; an epoch's tail shorter than a batch is skipped (fixed batch size).
+            if state["pos"] + B > n:
+                state["perm"], state["pos"] = torch.randperm(n, generator=gen), 0
+            idx = state["perm"][state["pos"] : state["pos"] + B]
+            state["pos"] += B
+            return xt[idx].to(device), yt[idx].to(device)
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(m(x), y)
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            was_training = m.training
+            m.eval()
+            total, correct = 0.0, 0
+            with torch.no_grad():
+                for i in range(0, len(data.x_val), 1000):
+                    x = data.x_val[i : i + 1000].to(device)
+                    y = data.y_val[i : i + 1000].to(device)
+                    logits = m(x).float()
+                    total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                    correct += int((logits.argmax(-1) == y).sum())
+            m.train(was_training)
+            nv = len(data.x_val)
+            return {"val_loss": total / nv, "val_acc": correct / nv}
+
+        return Task(
+            model=model,
+            unit="samples",
+            units_per_step=B,
+            flops_per_unit=flops,
+            train_size=n,
+            next_batch=next_batch,
+            evaluate=evaluate,
+            loss_fn=loss_fn,
+            info={"dataset_source": data.source, "train_samples": n, "val_samples": len(data.x_val)},
+        )
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (CharLM(), Vision())}
+
+
+def get_workload(name: str) -> Workload:
+    return lookup(WORKLOADS, name, "workload")

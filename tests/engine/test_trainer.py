@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+from conftest import MICRO
+
+from airlab.errors import AirlabError
+from airlab.plan import resolve
+from airlab.run.trainer import lr_at, train
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def micro(seed: int = 42, tokens: float = 6000, **kw):
+    return resolve(budget={"tokens": tokens}, seed=seed, options={**MICRO, **kw})
+
+
+def test_same_config_and_seed_give_the_same_result_twice() -> None:
+    a, b = train(micro()), train(micro())
+    assert a.state == b.state == "finished"
+    assert a.metrics["val_loss"] == b.metrics["val_loss"]
+    assert [p["val_loss"] for p in a.curve] == [p["val_loss"] for p in b.curve]
+    c = train(micro(seed=43))
+    assert c.metrics["val_loss"] != a.metrics["val_loss"]  # the seed changes init and data order
+
+
+def test_run_measures_what_it_promises() -> None:
+    r = train(micro(tokens=8192))
+    m = r.metrics
+    assert r.state == "finished" and r.reason is None
+    # Budget: 8192 tokens at 8 x 32 per step = 32 steps exactly.
+    assert m["steps"] == 32 and m["tokens"] == 8192
+    assert [p["step"] for p in r.curve] == [0, 16, 32]  # step 0 + eval_points=2
+    assert r.curve[0]["val_loss"] > r.curve[-1]["val_loss"]  # it learned something
+    assert abs(r.curve[0]["val_loss"] - math.log(r.info["vocab_size"])) < 0.3
+    assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2))
+    assert m["best_val_loss"] <= m["val_loss"]
+    assert m["tokens_per_s"] == pytest.approx(8192 / m["train_seconds"])
+    assert m["flops"] > 6 * m["params"] * 8192 * 0.9
+    assert m["peak_mem_mb"] > 10 and m["model_bytes"] == 4 * m["params"]
+    assert r.info["eval_tokens"] == 1024 and r.info["provenance"]["versions"]["torch"]
+
+
+def test_nan_or_exploding_loss_fails_the_run_with_the_step() -> None:
+    r = train(micro(tokens=20000, lr=50.0, min_lr=0.0, grad_clip=0.0, warmup_steps=0))
+    assert r.state == "failed"
+    assert r.reason.startswith("diverged at step ")
+    assert r.curve and r.curve[0]["step"] == 0  # the partial curve is kept
+
+
+def test_time_budget_stops_and_evaluates_at_the_end() -> None:
+    r = train(resolve(budget={"seconds": 1.0}, options=MICRO))
+    assert r.state == "finished"
+    assert 1.0 <= r.metrics["train_seconds"] < 3.0
+    assert r.curve[-1]["step"] == r.metrics["steps"]
+
+
+def test_vision_digits_learns() -> None:
+    r = train(resolve(workload="vision", preset="mlp", budget={"epochs": 3}))
+    assert r.state == "finished"
+    assert r.metrics["val_acc"] > 0.85
+    assert r.metrics["samples"] >= 3 * 1400
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    with pytest.raises(AirlabError, match="fp16 needs a CUDA GPU"):
+        train(micro(precision="fp16"))
+
+
+def test_bf16_autocast_runs_on_cpu() -> None:
+    r = train(micro(precision="bf16"))
+    assert r.state == "finished" and math.isfinite(r.metrics["val_loss"])
+
+
+def test_schedule_warmup_then_cosine_to_min_lr() -> None:
+    cfg = micro(lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert lr_at(cfg, 0, 0.0, 0.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 9, 0.05, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 50, 0.1, 0.1) == pytest.approx(1e-3)
+    assert lr_at(cfg, 100, 1.0, 0.1) == pytest.approx(1e-4)
+    wsd = micro(schedule="wsd", warmup_steps=0)
+    assert lr_at(wsd, 10, 0.5, 0.0) == wsd.lr
+    assert lr_at(wsd, 10, 1.0, 0.0) == pytest.approx(wsd.min_lr)
