@@ -17,8 +17,9 @@ from airlab.errors import AirlabError, did_you_mean
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="airlab: an automated AI research lab for cheaper training.")
-console = Console()
-err_console = Console(stderr=True)
+# Outside a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give it room.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 _state: dict[str, Any] = {"db": None, "home": None}
 
 
@@ -101,9 +102,6 @@ def run(
     list_: bool = typer.Option(False, "--list", help="List the built-in experiments."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
-    from airlab.analysis.compare import analyze
-    from airlab.experiment import run_experiment
-    from airlab.report.table import analysis_table
     from airlab.spec import library_specs, load_spec
 
     if list_:
@@ -112,7 +110,12 @@ def run(
     if not spec:
         raise AirlabError("give a spec file or a built-in experiment name",
                           "see `airlab run --list`")
-    s = load_spec(spec)
+    s = load_spec(spec)  # before the heavy imports: a typo is reported at once
+
+    from airlab.analysis.compare import analyze
+    from airlab.experiment import run_experiment
+    from airlab.report.table import analysis_table
+
     store = _store()
     t0 = time.perf_counter()
     out = run_experiment(s, store, _executor(workers, timeout, threads),
@@ -341,7 +344,7 @@ def techniques() -> None:
 def main() -> None:
     """Entry point: user errors print one line, never a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit
     except AirlabError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -359,6 +362,7 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from airlab.executors.base import Executor, Job
 from airlab.plan import plan_runs
 from airlab.run.trainer import RunResult
+from airlab.run.workloads import get_workload
 from airlab.spec import ExperimentSpec
 from airlab.store import Store
 
@@ -64,6 +65,9 @@ def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
     todo_states = {"pending", "failed"} if retry_failed else {"pending"}
     todo = [r for r in rows if r["state"] in todo_states]
     by_id = {r["id"]: r for r in todo}
+    for workload, dataset in sorted({(r["config"]["workload"], r["config"]["dataset"])
+                                     for r in todo}):
+        get_workload(workload).prepare(dataset)
     reporter.start(total=len(rows), done=len(rows) - len(todo))
     jobs = [Job(r["id"], r["config"], spec.timeout_s) for r in todo]
     claimed: set[int] = set()

@@ -1,4 +1,4 @@
-"""Experiment specs: the plain-data description of an experiment, loaded from YAML or built in Python.
+"""Experiment specs: plain data describing an experiment, loaded from YAML or built in Python.
 
 A bad spec is refused with the file, the line and the field, and the closest valid name.
 """
@@ -143,7 +143,8 @@ def spec_from_dict(data: Any, source: str = "<spec>", text: str | None = None) -
     """Validate plain data as a spec; errors name the source, line and field."""
     lines = _line_index(text) if text else {}
     if not isinstance(data, dict):
-        raise AirlabError(f"{source}: a spec must be a mapping of fields, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise AirlabError(f"{source}: a spec must be a mapping of fields, got {kind}")
     try:
         spec = ExperimentSpec(**data)
     except ValidationError as e:

@@ -6,6 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from airlab_data_fixtures import (  # noqa: F401  (pytest fixtures)
+    fixture_closed_url,
+    fixture_http_server,
+    fixture_isolated_data_env,
+)
 
 from airlab.data import fetch, sha256_file
 from airlab.errors import AirlabError

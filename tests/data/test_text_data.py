@@ -8,6 +8,12 @@ import time
 
 import pytest
 import torch
+from airlab_data_fixtures import (  # noqa: F401  (pytest fixtures)
+    fixture_closed_url,
+    fixture_http_server,
+    fixture_isolated_data_env,
+    fixture_shared_data,
+)
 
 from airlab.data import TEXT_CORPORA, TextCorpus, clear_caches, load_text
 from airlab.data.text import SHAKESPEARE_SHA256

@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from airlab_data_fixtures import (  # noqa: F401  (pytest fixtures)
+    fixture_closed_url,
+    fixture_http_server,
+    fixture_isolated_data_env,
+    fixture_shared_data,
+)
 
 from airlab.data import VISION_DATASETS, VisionData, describe_datasets, load_vision, read_idx
 from airlab.data import vision as vision_mod
@@ -220,8 +226,9 @@ def test_unknown_vision_name():
     assert set(VISION_DATASETS) == {"digits", "mnist", "fashion-mnist"}
 
 
-def test_describe_datasets(shared_data):
-    rows = describe_datasets(data_dir=shared_data)
+def test_describe_datasets(tmp_path):
+    fake_set(tmp_path / "data" / "mnist", n_train=None, n_test=20, compress=True)
+    rows = describe_datasets(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     by_name = {row["name"]: row for row in rows}
     assert set(by_name) == {
         "pycode",
@@ -233,5 +240,6 @@ def test_describe_datasets(shared_data):
     }
     assert {row["kind"] for row in rows} == {"text", "vision"}
     assert all(row["source"] for row in rows)
-    assert by_name["mnist"]["local"] == str(shared_data / "mnist")
+    assert by_name["mnist"]["local"] == str(tmp_path / "data" / "mnist")
     assert by_name["fashion-mnist"]["local"] is None
+    assert by_name["shakespeare"]["local"] is None

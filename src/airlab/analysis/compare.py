@@ -86,7 +86,7 @@ def analyze(store: Store, name: str) -> Analysis:
     for row in rows[1:]:
         row.comparison = stats.compare(base.values, row.values, direction=direction, paired=True)
     adjusted = stats.holm([r.comparison.p_value for r in rows[1:] if r.comparison])
-    for row, p in zip(rows[1:], adjusted):
+    for row, p in zip(rows[1:], adjusted, strict=True):
         row.p_holm = p
         assert row.comparison is not None
         row.verdict = stats.verdict(row.comparison, adjusted_p=p)

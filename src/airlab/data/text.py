@@ -93,11 +93,13 @@ class TextCorpus:
             raise ValueError("vocab has duplicate characters")
         if self.unknown is not None and self.unknown not in self.vocab:
             raise ValueError("unknown must be a vocab entry")
-        index = {ch: i for i, ch in enumerate(self.vocab)}
-        points = np.fromiter((ord(ch) for ch in self.vocab), dtype=np.int64, count=len(index))
+
+    @functools.cached_property
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted code points of the vocab, their ids), for vectorised encoding."""
+        points = np.fromiter((ord(ch) for ch in self.vocab), dtype=np.int64, count=len(self.vocab))
         order = np.argsort(points, kind="stable")
-        object.__setattr__(self, "_index", index)
-        object.__setattr__(self, "_lookup", (points[order], order.astype(np.int64)))
+        return points[order], order.astype(np.int64)
 
     @property
     def vocab_size(self) -> int:
@@ -110,21 +112,22 @@ class TextCorpus:
     def decode(self, ids: torch.Tensor | np.ndarray | Iterable[int]) -> str:
         """The string for a sequence of ids (a tensor, array or list of ints)."""
         size = len(self.vocab)
+        seq: list[int]
         if isinstance(ids, torch.Tensor):
             ids = ids.detach().cpu().numpy()
         if isinstance(ids, np.ndarray):
             flat = ids.reshape(-1)
-            bad = flat[(flat < 0) | (flat >= size)] if flat.size else flat
-            ids = flat.tolist()
+            bad = flat[(flat < 0) | (flat >= size)].tolist()
+            seq = flat.tolist()
         else:
-            ids = [int(i) for i in ids]
-            bad = [i for i in ids if not 0 <= i < size]
-        if len(bad):
+            seq = [int(i) for i in ids]
+            bad = [i for i in seq if not 0 <= i < size]
+        if bad:
             raise AirlabError(
                 f"id {int(bad[0])} is outside the vocabulary of '{self.name}' (size {size})"
             )
         vocab = self.vocab
-        return "".join([vocab[i] for i in ids])
+        return "".join([vocab[i] for i in seq])
 
     def __repr__(self) -> str:
         return (
@@ -150,7 +153,7 @@ class TextCorpus:
                     f"character {first!r} is not in the vocabulary of '{self.name}'",
                     "this corpus has a closed character set; encode only text made of it",
                 )
-            out = np.where(found, out, self._index[self.unknown])
+            out = np.where(found, out, self.vocab.index(self.unknown))
         return out.astype(np.int64, copy=False)
 
 

@@ -46,6 +46,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ class VisionData:
 
 # --------------------------------------------------------------------------- IDX files
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -279,7 +280,9 @@ def _download_set(spec: _IdxSpec, folder: Path) -> dict[str, Path]:
     return files
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, paths: tuple[Path, Path], n_classes: int):
+def _check_pair(
+    images: np.ndarray, labels: np.ndarray, paths: tuple[Path, Path], n_classes: int
+) -> None:
     img_path, lbl_path = paths
     if images.ndim != 3:
         raise AirlabError(f"{img_path} holds an array of shape {images.shape}, not images (N,H,W)")

@@ -44,14 +44,14 @@ def _cpu_model() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _static() -> dict[str, Any]:
-    import numpy
+    from importlib import metadata
 
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                "numpy": numpy.__version__}
-    for mod in ("scipy", "sklearn", "sqlalchemy", "pydantic"):
+    # Read versions from package metadata: importing scipy or sklearn here would cost a second.
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for dist in ("numpy", "scipy", "scikit-learn", "sqlalchemy", "pydantic"):
         try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return {
         "code": code_version(),

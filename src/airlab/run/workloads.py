@@ -50,6 +50,11 @@ class Workload:
     def check(self, config: TrainConfig) -> None:
         """Raise AirlabError if the model part of the config cannot be built."""
 
+    def prepare(self, dataset: str) -> None:
+        """Load (and if needed download) a dataset once, in the parent, before any worker starts:
+        a missing file is then one clear error, and workers never race to download."""
+        raise NotImplementedError
+
     def setup(self, config: TrainConfig, device: torch.device) -> Task:
         raise NotImplementedError
 
@@ -95,6 +100,11 @@ class CharLM(Workload):
         except (TypeError, ValueError) as e:
             raise AirlabError(f"invalid charlm model options: {e}") from None
 
+    def prepare(self, dataset: str) -> None:
+        from airlab.data import load_text
+
+        load_text(dataset, **_data_dirs())
+
     def setup(self, config: TrainConfig, device: torch.device) -> Task:
         from airlab.data import load_text
         from airlab.models import build_gpt
@@ -133,8 +143,8 @@ class CharLM(Workload):
             m.eval()
             total, count = 0.0, 0
             with torch.no_grad():
-                for i in range(0, n_seq, 64):
-                    x, y = vx[i : i + 64].to(device), vy[i : i + 64].to(device)
+                for i in range(0, n_seq, 256):  # large eval batches: fewer, faster matmuls
+                    x, y = vx[i : i + 256].to(device), vy[i : i + 256].to(device)
                     _, loss = m(x, y)
                     total += float(loss) * x.numel()
                     count += x.numel()
@@ -196,6 +206,11 @@ class Vision(Workload):
                 did_you_mean(k, allowed),
             )
 
+    def prepare(self, dataset: str) -> None:
+        from airlab.data import load_vision
+
+        load_vision(dataset, **_data_dirs())
+
     def setup(self, config: TrainConfig, device: torch.device) -> Task:
         from airlab.data import load_vision
         from airlab.models import build_vision, flops_per_sample
@@ -245,7 +260,8 @@ class Vision(Workload):
             next_batch=next_batch,
             evaluate=evaluate,
             loss_fn=loss_fn,
-            info={"dataset_source": data.source, "train_samples": n, "val_samples": len(data.x_val)},
+            info={"dataset_source": data.source, "train_samples": n,
+                  "val_samples": len(data.x_val)},
         )
 
 

@@ -88,8 +88,9 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def ensure_runs(self, experiment_id: int,
-                    planned: Iterable[tuple[str, int, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    def ensure_runs(
+        self, experiment_id: int, planned: Iterable[tuple[str, int, str, dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         """Insert the planned (arm, seed, run_key, config) rows that are missing; return all."""
         planned = list(planned)
         with self.engine.begin() as c:

@@ -50,7 +50,9 @@ class Technique:
     def after_step(self, model: Any, step: int, progress: float) -> None:
         return None
 
-    def on_finish(self, model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str, float]:
+    def on_finish(
+        self, model: Any, evaluate: Callable[[Any], dict[str, float]]
+    ) -> dict[str, float]:
         return {}
 
 

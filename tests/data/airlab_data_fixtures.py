@@ -1,4 +1,9 @@
-"""Shared fixtures for the data tests: isolated settings, a loopback HTTP server, shared data."""
+"""Fixtures for the data tests: isolated settings, a loopback HTTP server, shared data.
+
+Not a conftest.py: tests elsewhere do ``from conftest import ...``, and a second conftest
+module on sys.path would shadow the top-level one. Each data test module imports these
+fixtures explicitly (``fixture_<name>`` functions registered as ``<name>``).
+"""
 
 from __future__ import annotations
 
@@ -25,14 +30,14 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def closed_url() -> str:
+@pytest.fixture(name="closed_url")
+def fixture_closed_url() -> str:
     """A URL on 127.0.0.1 where nothing listens: connection refused at once."""
     return f"http://127.0.0.1:{_closed_port()}/"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+@pytest.fixture(autouse=True, name="isolated_data_env")
+def fixture_isolated_data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reads the user's settings or reaches the internet; memo caches start empty."""
     monkeypatch.setenv("AIRLAB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AIRLAB_CACHE_DIR", str(tmp_path / "cache"))
@@ -48,8 +53,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     clear_caches()
 
 
-@pytest.fixture
-def shared_data() -> Path:
+@pytest.fixture(name="shared_data")
+def fixture_shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA} (../shared/data)")
     return SHARED_DATA
@@ -79,8 +84,8 @@ class LoopbackServer:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[LoopbackServer]:
+@pytest.fixture(name="http_server")
+def fixture_http_server(tmp_path: Path) -> Iterator[LoopbackServer]:
     """A real http.server on 127.0.0.1 serving ``server.root`` (a fresh tmp folder)."""
     root = tmp_path / "served"
     root.mkdir()
