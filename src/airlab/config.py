@@ -46,6 +46,8 @@ class TrainConfig(BaseModel):
     eval_tokens: int = Field(16384, ge=1)  # fixed held-out subset for text (same for all runs)
     diverge_factor: float = Field(3.0, gt=1)  # loss above factor x initial loss => diverged
 
+    latency: bool = False  # measure inference latency (batch 1 and a full batch) after training
+
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 

@@ -9,7 +9,12 @@
   just before training starts, so it covers model, optimizer state, activations and the data);
   on CUDA, torch.cuda.max_memory_allocated.
 - ``params``: parameter count (shared tensors once); ``model_bytes``: bytes of parameters and
-  persistent buffers as stored.
+  persistent buffers as stored (of the deployable model when a technique replaced it).
+- ``latency_ms_b1`` / ``latency_ms_batch``: median wall time of one inference forward pass at
+  batch 1 and at the training batch size (with ``latency: true``).
+- ``energy_kwh_est``: an ESTIMATE, never a measurement: train_seconds x an assumed power draw
+  (``AIRLAB_WATTS_PER_THREAD``, default 15 W per busy CPU thread; GPU: board power from NVML
+  when available, else 300 W). The source is stored beside it as ``energy_source``.
 """
 
 from __future__ import annotations
@@ -71,3 +76,50 @@ def model_bytes(model: nn.Module) -> int:
         seen.add(key)
         total += t.numel() * t.element_size()
     return total
+
+
+def latency_metrics(model: nn.Module, batch: torch.Tensor, repeats: int = 20) -> dict[str, float]:
+    """Median forward latency at batch 1 and at the given batch (inference mode, warmed up)."""
+    import statistics
+    import time
+
+    def timed(x: torch.Tensor) -> float:
+        times = []
+        with torch.inference_mode():
+            for i in range(repeats + 3):
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model(x)
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                if i >= 3:  # the first calls pay one-off allocation costs
+                    times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = {"latency_ms_b1": timed(batch[:1]), "latency_ms_batch": timed(batch)}
+    finally:
+        model.train(was_training)
+    return out
+
+
+def energy_kwh_est(train_seconds: float, device: torch.device, threads: int) -> tuple[float, str]:
+    """Energy of the training time, ESTIMATED from an assumed power draw; returns (kWh, source)."""
+    if device.type == "cuda":
+        watts, source = 300.0, "assumed 300 W GPU board power"
+        try:
+            import pynvml  # optional
+
+            pynvml.nvmlInit()
+            h = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            watts = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+            source = f"NVML power limit {watts:.0f} W (upper bound)"
+        except Exception:  # noqa: BLE001 - any NVML problem falls back to the assumption
+            pass
+    else:
+        per = float(os.environ.get("AIRLAB_WATTS_PER_THREAD", "15"))
+        watts, source = per * threads, f"assumed {per:g} W per CPU thread x {threads}"
+    return watts * train_seconds / 3.6e6, f"estimate: {source}"

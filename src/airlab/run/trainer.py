@@ -123,18 +123,21 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None) 
     wl = get_workload(config.workload)
     wl.check(config)
     cfg_dict = config.to_dict()
-    techniques = [get_technique(t) for t in config.techniques]
+    techniques = [h for t in config.techniques if (h := get_technique(t).create(cfg_dict))]
 
     t_setup = time.perf_counter()
     task: Task = wl.setup(config, device)
     model = task.model
     for t in techniques:
-        model = t.on_model(model, cfg_dict) or model
+        model = t.on_model(model) or model
     task.model = model
     build = lookup(OPTIMIZERS, config.optimizer, "optimizer")
     opt = build(model, **config.model_dump(exclude={"model", "options", "techniques"}))
     for t in techniques:
-        opt = t.on_optimizer(opt, model, cfg_dict) or opt
+        opt = t.on_optimizer(opt, model) or opt
+    loss_fn = task.loss_fn
+    for t in techniques:
+        loss_fn = t.wrap_loss(loss_fn)
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     setup_seconds = time.perf_counter() - t_setup
 
@@ -188,7 +191,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None) 
                 g["lr"] = lr
             x, y = task.next_batch()
             with _autocast(config, device):
-                loss = task.loss_fn(model, x, y)
+                loss = loss_fn(model, x, y)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -239,9 +242,21 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None) 
         reason = str(e)
 
     metrics = _final_metrics(task, curve, consumed, step, train_s, eval_s, device)
-    for t in techniques:
-        if reason is None:
-            metrics.update(t.on_finish(model, task.evaluate))
+    if reason is None:
+        for t in techniques:
+            extra = t.on_finish(task.model, task)
+            if "val_loss" in extra:
+                metrics.setdefault("val_loss_before", metrics["val_loss"])
+                if "val_bpc" in metrics and "val_bpc" not in extra:
+                    extra["val_bpc"] = extra["val_loss"] / math.log(2)
+            metrics.update(extra)
+        # A technique may have replaced task.model by its deployable form (quantized, shrunk):
+        # size and latency are measured on what would be shipped.
+        metrics["params"] = float(measure.count_params(task.model))
+        metrics["model_bytes"] = float(measure.model_bytes(task.model))
+        if config.latency:
+            x, _ = task.next_batch()
+            metrics.update(measure.latency_metrics(task.model, x))
     emit({"type": "done", "step": step, "progress": 1.0})
     return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
 
@@ -263,9 +278,10 @@ def _final_metrics(task: Task, curve: list[dict[str, float]], consumed: int, ste
         f"{unit}_per_s": consumed / train_s if train_s > 0 else 0.0,
         "flops": task.flops_per_unit * consumed,
         "peak_mem_mb": measure.peak_memory_mb(device),
-        "params": float(measure.count_params(task.model)),
-        "model_bytes": float(measure.model_bytes(task.model)),
     })
+    energy, source = measure.energy_kwh_est(train_s, device, torch.get_num_threads())
+    m["energy_kwh_est"] = energy
+    task.info["energy_source"] = source
     return m
 
 

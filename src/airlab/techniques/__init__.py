@@ -4,8 +4,8 @@ A technique is a small object with optional hooks. The trainer calls the hooks a
 a technique never decides how metrics are computed. `TECHNIQUES` is the registry: a plain dict.
 
 Hook order in one run: ``configure`` (while the config is resolved, before the run key is
-computed) -> ``on_model`` (after the model is built) -> ``on_optimizer`` -> ``after_backward``
-(each step, before clipping) -> ``after_step`` -> ``on_finish`` (extra metrics).
+computed) -> ``on_model`` (after the model is built) -> ``on_optimizer`` -> ``wrap_loss`` ->
+each step: ``after_backward`` (before clipping), ``after_step`` -> ``on_finish`` (metrics).
 """
 
 from __future__ import annotations
@@ -17,9 +17,48 @@ from typing import Any
 from airlab.errors import lookup
 
 
+class Hooks:
+    """Per-run behaviour of a technique. A fresh instance is made for every run, so state kept
+    on ``self`` (masks, a teacher model, statistics) never leaks between runs.
+
+    ``config`` is the run's resolved config as a dict; the technique's own options are in
+    ``config["options"]`` (declared with defaults in ``Technique.params``).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.options: dict[str, Any] = config.get("options", {})
+
+    def on_model(self, model: Any) -> Any:
+        """After the model is built (and moved to its device); return the model to train."""
+        return model
+
+    def on_optimizer(self, optimizer: Any, model: Any) -> Any:
+        return optimizer
+
+    def wrap_loss(self, loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Return a loss function ``(model, x, y) -> loss`` (e.g. add a distillation term)."""
+        return loss_fn
+
+    def after_backward(self, model: Any, step: int) -> None:
+        """Gradients are ready (before clipping and the optimizer step)."""
+
+    def after_step(self, model: Any, step: int, progress: float) -> None:
+        """After the optimizer step; ``progress`` is the budget fraction used (0..1)."""
+
+    def on_finish(self, model: Any, task: Any) -> dict[str, float]:
+        """After training. ``task`` has evaluate(model), next_batch(), loss_fn, info, unit.
+
+        Returned metrics are stored with the run; a returned ``val_loss`` replaces the trained
+        model's (e.g. the quantized model's loss) and the trainer keeps the original as
+        ``val_loss_before`` so the quality drop is always visible.
+        """
+        return {}
+
+
 @dataclass(frozen=True)
 class Technique:
-    """A registered switch. Subclass and override hooks for behaviour beyond config changes."""
+    """A registered switch (`--use_<name>`): config changes and/or per-run hooks."""
 
     name: str
     area: str
@@ -29,31 +68,17 @@ class Technique:
         default_factory=dict
     )
     workloads: tuple[str, ...] = ("charlm", "vision")
-    # Options this technique reads from config.options, with defaults (e.g. {"sparsity": 0.5}).
+    # Options this technique reads from config["options"], with defaults (e.g. {"sparsity": 0.5}).
     params: dict[str, Any] = field(default_factory=dict)
+    hooks: type[Hooks] | None = None  # None: a pure config switch
 
     def configure(self, config: dict[str, Any]) -> dict[str, Any]:
         """Return the config overrides this technique makes (model fields go under 'model')."""
         ov = self.overrides(config) if callable(self.overrides) else self.overrides
         return dict(ov)
 
-    # Runtime hooks: no-ops by default.
-    def on_model(self, model: Any, config: dict[str, Any]) -> Any:
-        return model
-
-    def on_optimizer(self, optimizer: Any, model: Any, config: dict[str, Any]) -> Any:
-        return optimizer
-
-    def after_backward(self, model: Any, step: int) -> None:
-        return None
-
-    def after_step(self, model: Any, step: int, progress: float) -> None:
-        return None
-
-    def on_finish(
-        self, model: Any, evaluate: Callable[[Any], dict[str, float]]
-    ) -> dict[str, float]:
-        return {}
+    def create(self, config: dict[str, Any]) -> Hooks | None:
+        return self.hooks(config) if self.hooks else None
 
 
 TECHNIQUES: dict[str, Technique] = {}
