@@ -41,6 +41,10 @@ class TrainConfig(BaseModel):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)  # 0 disables clipping
+    # Batch-size rule: lr and min_lr were scaled by (batch_size / base_batch_size)^k at resolve
+    # time (k = 1 linear, 1/2 sqrt); the config records the rule and the resulting values.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: int | None = Field(None, ge=1)
 
     eval_points: int = Field(8, ge=1)  # evaluations after step 0, evenly spaced over the budget
     eval_tokens: int = Field(16384, ge=1)  # fixed held-out subset for text (same for all runs)

@@ -104,6 +104,7 @@ def resolve(
         cfg = _merge(cfg, get_technique(t).configure(cfg))
     cfg = _merge(cfg, explicit)  # explicit options beat what a switch set
     cfg["techniques"] = use
+    _scale_lr(cfg)
     try:
         config = TrainConfig(**cfg)
     except ValidationError as e:
@@ -112,6 +113,21 @@ def resolve(
         raise AirlabError(f"invalid {where}: {err['msg']}") from None
     wl.check(config)
     return config
+
+
+def _scale_lr(cfg: dict[str, Any]) -> None:
+    """Apply the stated batch-size rule to lr and min_lr, recording the reference batch."""
+    rule = cfg.get("lr_scaling", "none")
+    if rule == "none":
+        return
+    base = cfg.get("base_batch_size")
+    if not base:
+        raise AirlabError(f"lr_scaling={rule} needs base_batch_size",
+                          "e.g. options: {lr_scaling: sqrt, base_batch_size: 12}")
+    k = 1.0 if rule == "linear" else 0.5
+    factor = (float(cfg["batch_size"]) / float(base)) ** k
+    cfg["lr"] = float(cfg["lr"]) * factor
+    cfg["min_lr"] = float(cfg.get("min_lr", 0.0)) * factor
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 from airlab import measure
 from airlab.config import TrainConfig
 from airlab.errors import AirlabError, lookup
+from airlab.run.optim import OPTIMIZERS
 from airlab.run.provenance import provenance
 from airlab.run.seeding import seed_everything
 from airlab.run.workloads import Task, get_workload
@@ -47,32 +48,6 @@ class RunResult:
 
 class RunFailed(Exception):
     """The run cannot go on (diverged, NaN); the partial curve is kept."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizers: a registry of builders taking flat keyword arguments.
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # Decay matrices (weights, embeddings); not biases or norm gains.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _adamw(model: nn.Module, *, lr: float, weight_decay: float, beta1: float, beta2: float,
-           **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(beta1, beta2))
-
-
-def _sgd(model: nn.Module, *, lr: float, weight_decay: float, beta1: float,
-         **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(_param_groups(model, weight_decay), lr=lr, momentum=beta1,
-                           nesterov=beta1 > 0)
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": _adamw, "sgd": _sgd}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,3 +127,16 @@ for _t in (
               _local, ("charlm",)),
 ):
     register(_t)
+
+
+# Each research area registers its techniques on import (after the registry exists).
+from airlab.techniques import (  # noqa: E402,F401
+    architecture,
+    batch_size,
+    checkpointing,
+    distillation,
+    optimizers,
+    precision,
+    pruning,
+    quantization,
+)

@@ -1,0 +1,1 @@
+"""Techniques: architecture (to be filled)."""

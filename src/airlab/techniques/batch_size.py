@@ -1,0 +1,1 @@
+"""Techniques: batch_size (to be filled)."""

@@ -1,0 +1,1 @@
+"""Techniques: checkpointing (to be filled)."""

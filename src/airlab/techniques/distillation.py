@@ -1,0 +1,1 @@
+"""Techniques: distillation (to be filled)."""

@@ -1,0 +1,1 @@
+"""Techniques: optimizers (to be filled)."""

@@ -1,0 +1,1 @@
+"""Techniques: precision (to be filled)."""

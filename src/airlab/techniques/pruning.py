@@ -1,0 +1,1 @@
+"""Techniques: pruning (to be filled)."""

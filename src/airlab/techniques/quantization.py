@@ -1,0 +1,1 @@
+"""Techniques: quantization (to be filled)."""
