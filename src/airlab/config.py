@@ -88,8 +88,26 @@ class TrainConfig(BaseModel):
 
     @property
     def run_key(self) -> str:
-        """Stable id of this exact configuration (sha256 of canonical JSON, 16 hex chars)."""
-        return config_key(self.to_dict())
+        """Stable id of this exact configuration (sha256 of canonical JSON, 16 hex chars).
+
+        Fields at their default value are left out of the hash, so adding a new field to
+        TrainConfig later does not change the keys of runs already stored.
+        """
+        d = self.to_dict()
+        defaults = _defaults()
+        return config_key({k: v for k, v in d.items()
+                           if k in _ALWAYS_KEYED or k not in defaults or v != defaults[k]})
+
+
+_ALWAYS_KEYED = {"workload", "preset", "dataset", "seed", *BUDGET_UNITS}
+
+
+def _defaults() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, f in TrainConfig.model_fields.items():
+        value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in ("model", "techniques"))

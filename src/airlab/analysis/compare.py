@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airlab.analysis import stats
+from airlab.analysis.efficiency import ArmEfficiency, arm_efficiency
 from airlab.errors import AirlabError, did_you_mean
 from airlab.store import Store
 
 # Secondary metrics shown beside the primary one (means over finished seeds).
 COST_METRICS = ("train_seconds", "tokens_per_s", "samples_per_s", "flops", "peak_mem_mb",
-                "params", "model_bytes")
+                "params", "model_bytes", "energy_kwh_est", "latency_ms_b1", "latency_ms_batch",
+                "sparsity", "quality_drop")
 
 
 @dataclass
@@ -30,6 +32,8 @@ class ArmRow:
     p_holm: float | None = None
     verdict: str = ""
     means: dict[str, float] = field(default_factory=dict)
+    efficiency: ArmEfficiency | None = None
+    run_ids: dict[int, int] = field(default_factory=dict)  # seed -> run id (finished runs)
 
 
 @dataclass
@@ -62,6 +66,7 @@ def analyze(store: Store, name: str) -> Analysis:
     for arm in arm_names:
         arm_runs = {r["seed"]: r for r in current if r["arm"] == arm}
         values, failures, finished = [], [], []
+        run_ids: dict[int, int] = {}
         for s in seeds:
             r = arm_runs.get(s)
             v = math.nan
@@ -69,6 +74,7 @@ def analyze(store: Store, name: str) -> Analysis:
                 got = all_metrics[r["id"]].get(metric)
                 v = math.nan if got is None else float(got)
                 finished.append(r["id"])
+                run_ids[s] = r["id"]
             elif r is not None and r["state"] == "failed":
                 failures.append(f"seed {s}: {r['reason']}")
             values.append(v)
@@ -80,7 +86,8 @@ def analyze(store: Store, name: str) -> Analysis:
                 means[m] = sum(xs) / len(xs)
         rows.append(ArmRow(arm=arm, is_baseline=not rows, seeds=seeds, values=values,
                            planned=len(seeds), finished=len(finished), failed=len(failures),
-                           failures=failures, summary=stats.summarize(values), means=means))
+                           failures=failures, summary=stats.summarize(values), means=means,
+                           run_ids=run_ids))
 
     base = rows[0]
     for row in rows[1:]:
@@ -91,7 +98,27 @@ def analyze(store: Store, name: str) -> Analysis:
         assert row.comparison is not None
         row.verdict = stats.verdict(row.comparison, adjusted_p=p)
     base.verdict = "baseline"
+    _attach_efficiency(store, rows, metric, direction)
     return Analysis(name, metric, direction, spec, rows)
+
+
+def _attach_efficiency(store: Store, rows: list[ArmRow], metric: str, direction: str) -> None:
+    curves: dict[int, list[dict[str, Any]]] = {}
+    all_ids = [i for r in rows for i in r.run_ids.values()]
+    mets = store.metrics(all_ids)
+    for i in all_ids:
+        curves[i] = store.curve(i)
+    # Curves carry val_loss/val_acc; other primary metrics fall back to val_loss for the target.
+    cmetric = metric if metric in ("val_loss", "val_acc") else "val_loss"
+    cdir = direction if cmetric == metric else "minimize"
+
+    def runs(row: ArmRow) -> dict[int, dict[str, Any]]:
+        return {s: {"curve": curves[i], "metrics": mets[i]} for s, i in row.run_ids.items()}
+
+    base = rows[0]
+    for row in rows[1:]:
+        row.efficiency = arm_efficiency(row.arm, cmetric, cdir, runs(base), runs(row),
+                                        base.means, row.means)
 
 
 def _current_runs(store: Store, experiment_id: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
