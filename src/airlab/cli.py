@@ -100,6 +100,8 @@ def run(
     timeout: float = typer.Option(None, "--timeout", min=1, help="Per-run time limit, seconds."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed runs again."),
     list_: bool = typer.Option(False, "--list", help="List the built-in experiments."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke test: the spec's quick_budget (else "
+                               "a tenth of the budget), stored as NAME-quick."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
     from airlab.spec import library_specs, load_spec
@@ -111,6 +113,8 @@ def run(
         raise AirlabError("give a spec file or a built-in experiment name",
                           "see `airlab run --list`")
     s = load_spec(spec)  # before the heavy imports: a typo is reported at once
+    if quick:
+        s = quick_spec(s)
 
     from airlab.analysis.compare import analyze
     from airlab.experiment import run_experiment
@@ -123,6 +127,13 @@ def run(
     console.print(f"{s.name}: {out.planned} runs planned, {out.reused} reused, {out.ran} run "
                   f"({out.failed} failed) in {time.perf_counter() - t0:.1f} s; store {store.url}")
     console.print(analysis_table(analyze(store, s.name)))
+
+
+def quick_spec(s: Any) -> Any:
+    """The same experiment on a smoke-test budget, under its own name."""
+    (unit, amount), = s.budget.items()
+    budget = s.quick_budget or {unit: amount / 10}
+    return s.model_copy(update={"name": f"{s.name}-quick", "budget": budget})
 
 
 def _list_library(lib: dict[str, Any]) -> None:

@@ -56,6 +56,8 @@ def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
                    on_result: Callable[[dict[str, Any], RunResult], None] | None = None,
                    ) -> RunOutcome:
     reporter = reporter or SilentReporter()
+    if spec.sweep is not None and not spec.sweep_chosen:
+        spec = run_sweep(spec, store, executor, reporter=reporter)
     plans = plan_runs(spec)
     exp_id = store.upsert_experiment(spec.name, spec.to_dict(), kind=kind, area=spec.area,
                                      workload=spec.workload, hypothesis=spec.hypothesis)
@@ -94,3 +96,43 @@ def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
         reporter.stop()
         store.recover_interrupted(exp_id)  # on Ctrl-C, our unfinished runs go back to pending
     return RunOutcome(exp_id, len(rows), len(rows) - len(todo), ran, failed)
+
+
+def sweep_spec(spec: ExperimentSpec) -> ExperimentSpec:
+    """The sweep as an experiment of its own: every arm x every value, short budget."""
+    from airlab.spec import Arm
+
+    assert spec.sweep is not None
+    sw = spec.sweep
+    (unit, amount), = spec.budget.items()
+    arms = [Arm(name=f"{arm.name}@{sw.option}={v:g}", use=arm.use,
+                options={**arm.options, sw.option: v})
+            for arm in spec.all_arms for v in sw.values]
+    return spec.model_copy(update={
+        "name": f"{spec.name}.sweep", "hypothesis": f"{sw.option} sweep for {spec.name}",
+        "budget": {unit: amount * sw.budget_fraction}, "baseline": arms[0], "arms": arms[1:],
+        "seeds": sw.seeds or spec.seeds[:1], "sweep": None, "sweep_chosen": {}})
+
+
+def run_sweep(spec: ExperimentSpec, store: Store, executor: Executor, *,
+              reporter: Reporter | None = None) -> ExperimentSpec:
+    """Run the sweep (reusing finished runs), choose each arm's best value, return the spec
+    with the choices recorded in ``sweep_chosen``. Failed sweep runs count as worst."""
+    from airlab.analysis.compare import analyze
+
+    assert spec.sweep is not None
+    sw_spec = sweep_spec(spec)
+    run_experiment(sw_spec, store, executor, reporter=reporter, kind="sweep")
+    a = analyze(store, sw_spec.name)
+    sign = 1.0 if spec.direction == "minimize" else -1.0
+    chosen: dict[str, float] = {}
+    for arm in spec.all_arms:
+        best, best_score = spec.sweep.values[0], float("inf")
+        for v in spec.sweep.values:
+            row = next(r for r in a.rows if r.arm == f"{arm.name}@{spec.sweep.option}={v:g}")
+            mean = row.summary.mean
+            score = sign * mean if row.summary.n and mean == mean else float("inf")
+            if score < best_score:
+                best, best_score = v, score
+        chosen[arm.name] = best
+    return spec.model_copy(update={"sweep_chosen": chosen})

@@ -149,11 +149,16 @@ def plan_runs(spec: ExperimentSpec) -> list[RunPlan]:
 
     Runs are identified by (arm, run key): two arms with the same config (an A/A check) both run.
     """
+    if spec.sweep is not None and not spec.sweep_chosen:
+        raise AirlabError(f"experiment '{spec.name}' has a sweep that has not been run",
+                          "run it with run_experiment / airlab run, which runs the sweep first")
     plans = []
     for arm in spec.all_arms:
+        chosen = ({spec.sweep.option: spec.sweep_chosen[arm.name]}
+                  if spec.sweep is not None else {})
         for seed in spec.seeds:
             cfg = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
                           budget=spec.budget, seed=seed, use=arm.use,
-                          options={**spec.options, **arm.options})
+                          options={**spec.options, **arm.options, **chosen})
             plans.append(RunPlan(spec.name, arm.name, seed, cfg))
     return plans

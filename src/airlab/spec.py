@@ -41,6 +41,18 @@ class Arm(BaseModel):
         return v
 
 
+class Sweep(BaseModel):
+    """A fair per-arm choice of one option (usually lr): the same small sweep for every arm,
+    on short runs, before the main runs. The sweep is stored as its own experiment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    option: str = "lr"
+    values: list[float] = Field(min_length=2)
+    seeds: list[int] | None = None  # default: the spec's first seed
+    budget_fraction: float = Field(0.25, gt=0, le=1)
+
+
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +71,9 @@ class ExperimentSpec(BaseModel):
     direction: Literal["minimize", "maximize"] = "minimize"
     tolerance: float = Field(0.0, ge=0)  # quality change still counted as "no worse"
     timeout_s: float | None = Field(None, gt=0)  # per run
+    sweep: Sweep | None = None
+    sweep_chosen: dict[str, float] = Field(default_factory=dict)  # arm -> value, set by the lab
+    quick_budget: dict[str, float] | None = None  # `airlab run --quick`: a smoke-test budget
 
     @field_validator("budget")
     @classmethod
@@ -71,6 +86,11 @@ class ExperimentSpec(BaseModel):
         if float(amount) <= 0:
             raise ValueError(f"budget {unit} must be positive")
         return {unit: float(amount)}
+
+    @field_validator("quick_budget")
+    @classmethod
+    def _quick_budget(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return None if v is None else cls._budget(v)
 
     @field_validator("seeds")
     @classmethod
