@@ -100,13 +100,15 @@ def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
 
 def sweep_spec(spec: ExperimentSpec) -> ExperimentSpec:
     """The sweep as an experiment of its own: every arm x every value, short budget."""
+    from airlab.plan import sweep_value
     from airlab.spec import Arm
 
     assert spec.sweep is not None
     sw = spec.sweep
     (unit, amount), = spec.budget.items()
-    arms = [Arm(name=f"{arm.name}@{sw.option}={v:g}", use=arm.use,
-                options={**arm.options, sw.option: v})
+    sep = "x" if sw.mode == "scale" else "="
+    arms = [Arm(name=f"{arm.name}@{sw.option}{sep}{v:g}", use=arm.use,
+                options={**arm.options, sw.option: sweep_value(spec, arm, v)})
             for arm in spec.all_arms for v in sw.values]
     return spec.model_copy(update={
         "name": f"{spec.name}.sweep", "hypothesis": f"{sw.option} sweep for {spec.name}",
@@ -129,7 +131,8 @@ def run_sweep(spec: ExperimentSpec, store: Store, executor: Executor, *,
     for arm in spec.all_arms:
         best, best_score = spec.sweep.values[0], float("inf")
         for v in spec.sweep.values:
-            row = next(r for r in a.rows if r.arm == f"{arm.name}@{spec.sweep.option}={v:g}")
+            sep = "x" if spec.sweep.mode == "scale" else "="
+            row = next(r for r in a.rows if r.arm == f"{arm.name}@{spec.sweep.option}{sep}{v:g}")
             mean = row.summary.mean
             score = sign * mean if row.summary.n and mean == mean else float("inf")
             if score < best_score:

@@ -154,7 +154,7 @@ def plan_runs(spec: ExperimentSpec) -> list[RunPlan]:
                           "run it with run_experiment / airlab run, which runs the sweep first")
     plans = []
     for arm in spec.all_arms:
-        chosen = ({spec.sweep.option: spec.sweep_chosen[arm.name]}
+        chosen = ({spec.sweep.option: sweep_value(spec, arm, spec.sweep_chosen[arm.name])}
                   if spec.sweep is not None else {})
         for seed in spec.seeds:
             cfg = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
@@ -162,3 +162,20 @@ def plan_runs(spec: ExperimentSpec) -> list[RunPlan]:
                           options={**spec.options, **arm.options, **chosen})
             plans.append(RunPlan(spec.name, arm.name, seed, cfg))
     return plans
+
+
+def sweep_value(spec: ExperimentSpec, arm: Any, value: float) -> float:
+    """The option value a sweep point means for an arm (scaled from the arm's own value)."""
+    assert spec.sweep is not None
+    if spec.sweep.mode == "set":
+        return value
+    base = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
+                   budget=spec.budget, seed=spec.seeds[0], use=arm.use,
+                   options={**spec.options, **arm.options})
+    own = getattr(base, spec.sweep.option, None)
+    if own is None:
+        own = base.options.get(spec.sweep.option)
+    if not isinstance(own, int | float):
+        raise AirlabError(f"sweep mode 'scale' needs a numeric option, '{spec.sweep.option}' "
+                          f"is {own!r}", "use mode: set")
+    return float(own) * value

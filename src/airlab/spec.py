@@ -49,6 +49,9 @@ class Sweep(BaseModel):
 
     option: str = "lr"
     values: list[float] = Field(min_length=2)
+    # "scale": values multiply each arm's own resolved value (optimizers differ in their lr
+    # scale, so the same relative sweep is the fair one); "set": values are used as given.
+    mode: Literal["scale", "set"] = "set"
     seeds: list[int] | None = None  # default: the spec's first seed
     budget_fraction: float = Field(0.25, gt=0, le=1)
 

@@ -9,7 +9,9 @@ field of :class:`GPTConfig`. Structure that later techniques rely on:
   its internals.
 * Every matmul is an ``nn.Linear`` with a stable name (``attn.qkv``, ``attn.proj``,
   ``mlp.fc``, ``mlp.gate``, ``mlp.proj``, ``lm_head``) so quantization and pruning can
-  find them by type or by name.
+  find them by type or by name. With ``mlp_rank`` set, each MLP matrix is a
+  :class:`LowRankLinear` whose two factors are ``nn.Linear`` modules named
+  ``mlp.fc.down`` / ``mlp.fc.up`` (likewise ``gate`` and ``proj``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class GPTConfig:
     tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
     window: int | None = None  # sliding-window causal attention width; None = full causal
     rope_base: float = 10000.0
+    # Low-rank MLP: each MLP matrix W (out x in) becomes up @ down with inner width mlp_rank.
+    mlp_rank: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -83,6 +87,15 @@ class GPTConfig:
             not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1
         ):
             raise AirlabError(f"mlp_hidden={self.mlp_hidden!r} must be a positive integer or None")
+        if self.mlp_rank is not None:
+            limit = min(self.n_embd, self.hidden)
+            if (not isinstance(self.mlp_rank, int) or isinstance(self.mlp_rank, bool)
+                    or not 1 <= self.mlp_rank <= limit):
+                # A rank above min(n_embd, hidden) adds parameters without adding capacity.
+                raise AirlabError(
+                    f"mlp_rank={self.mlp_rank!r} must be an integer in [1, {limit}] or None",
+                    "e.g. mlp_rank = n_embd // 4 (the lowrank_mlp switch picks one)",
+                )
         if not 0.0 <= self.dropout < 1.0:
             raise AirlabError(f"dropout={self.dropout!r} must be in [0, 1)")
         for name, choices in (
@@ -234,15 +247,50 @@ class CausalSelfAttention(nn.Module):
         return self.resid_drop(self.proj(y))
 
 
+class LowRankLinear(nn.Module):
+    """A Linear layer factorized as W ~ up.weight @ down.weight with inner width ``rank``.
+
+    Costs rank * (in + out) weights (and per-token multiply-adds) instead of in * out. Both
+    factors are plain ``nn.Linear`` modules, so quantization and pruning still find them.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)  # V: in -> rank
+        self.up = nn.Linear(rank, out_features, bias=bias)  # U: rank -> out
+
+    def reset_factors(self, std: float) -> None:
+        """Initialise so the product up @ down has entries of standard deviation ``std``.
+
+        down ~ N(0, 1/in) keeps the rank-wide bottleneck at the input's scale; up ~
+        N(0, std^2 * in / rank) then gives Var((UV)_ij) = rank * (1/in) * std^2 * in / rank.
+        """
+        nn.init.normal_(self.down.weight, mean=0.0, std=1.0 / math.sqrt(self.in_features))
+        nn.init.normal_(self.up.weight, mean=0.0,
+                        std=std * math.sqrt(self.in_features / self.rank))
+        if self.up.bias is not None:
+            nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))  # (..., in) -> (..., rank) -> (..., out)
+
+
+def _mlp_linear(config: GPTConfig, n_in: int, n_out: int) -> nn.Module:
+    if config.mlp_rank is None:
+        return nn.Linear(n_in, n_out, bias=config.bias)
+    return LowRankLinear(n_in, n_out, config.mlp_rank, bias=config.bias)
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.activation = config.activation
         hidden = config.hidden
-        self.fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.fc = _mlp_linear(config, config.n_embd, hidden)
         if self.activation == "swiglu":
-            self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
-        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+            self.gate = _mlp_linear(config, config.n_embd, hidden)
+        self.proj = _mlp_linear(config, hidden, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,6 +349,11 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        # Low-rank factors: the loop above gave each factor std 0.02, which would shrink their
+        # product to ~0.02^2 * sqrt(rank); re-initialise so the product has the dense std.
+        for name, module in self.named_modules():
+            if isinstance(module, LowRankLinear):
+                module.reset_factors(resid_std if name.endswith("mlp.proj") else 0.02)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -343,7 +396,11 @@ class GPT(nn.Module):
         return n
 
     def matmul_params(self) -> int:
-        """Weights that take part in a matmul per token: block Linears + lm_head."""
+        """Weights that take part in a matmul per token: block Linears + lm_head.
+
+        A low-rank MLP matrix counts both factors, rank * (in + out), which is exactly its
+        per-token multiply-add count (x is multiplied by down, then by up).
+        """
         n = sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
         return n + self.lm_head.weight.numel()
 

@@ -35,6 +35,8 @@ class RunResult:
     metrics: dict[str, float]
     curve: list[dict[str, float]]
     info: dict[str, Any] = field(default_factory=dict)  # provenance and dataset facts
+    # The trained model, only with train(..., keep_model=True); never serialized.
+    model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "reason": self.reason, "metrics": self.metrics,
@@ -87,8 +89,13 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
 # ---------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None) -> RunResult:
-    """Train one run to its budget and measure it. Divergence returns a failed result."""
+def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, *,
+          keep_model: bool = False) -> RunResult:
+    """Train one run to its budget and measure it. Divergence returns a failed result.
+
+    ``keep_model=True`` also returns the trained model as ``RunResult.model`` (e.g. a
+    distillation teacher); it changes nothing else.
+    """
     emit = on_event or (lambda e: None)
     device = resolve_device(config.device)
     if config.precision == "fp16" and device.type != "cuda":
@@ -233,7 +240,10 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None) 
             x, _ = task.next_batch()
             metrics.update(measure.latency_metrics(task.model, x))
     emit({"type": "done", "step": step, "progress": 1.0})
-    return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
+    result = RunResult("failed" if reason else "finished", reason, metrics, curve, info)
+    if keep_model:
+        result.model = task.model
+    return result
 
 
 def _final_metrics(task: Task, curve: list[dict[str, float]], consumed: int, step: int,
