@@ -242,7 +242,7 @@ def train(
     spec = ExperimentSpec(name=name, hypothesis="single run (airlab train)", workload=workload,
                           preset=cfg.preset, dataset=cfg.dataset, budget=budget,
                           baseline=Arm(name="run", use=use, options=options), arms=[],
-                          seeds=[seed], timeout_s=timeout)
+                          seeds=[seed], timeout_s=timeout, tolerance=0.0)
     store = _store()
     results: list[Any] = []
     run_experiment(spec, store, _executor(1, timeout, threads), reporter=RichReporter(name),

@@ -87,3 +87,14 @@ def test_schedule_warmup_then_cosine_to_min_lr() -> None:
     wsd = micro(schedule="wsd", warmup_steps=0)
     assert lr_at(wsd, 10, 0.5, 0.0) == wsd.lr
     assert lr_at(wsd, 10, 1.0, 0.0) == pytest.approx(wsd.min_lr)
+
+
+@pytest.mark.parametrize("preset", ["small", "seed88m"])
+def test_large_presets_build_and_step_through_the_trainer(preset: str) -> None:
+    # Reduced context and batch: the point is that the real loop runs them, not their speed.
+    r = train(resolve(preset=preset, budget={"tokens": 64},
+                      options={"block_size": 32, "batch_size": 2, "eval_points": 1,
+                               "eval_tokens": 64, "warmup_steps": 0}))
+    assert r.state == "finished" and r.metrics["steps"] == 1
+    assert math.isfinite(r.metrics["val_loss"])
+    assert r.metrics["params"] > (8e6 if preset == "small" else 80e6)

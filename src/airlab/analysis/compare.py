@@ -80,8 +80,7 @@ def analyze(store: Store, name: str) -> Analysis:
             values.append(v)
         means: dict[str, float] = {}
         for m in COST_METRICS + (metric,):
-            xs = [all_metrics[i].get(m) for i in finished]
-            xs = [float(x) for x in xs if x is not None]
+            xs = [float(x) for i in finished if (x := all_metrics[i].get(m)) is not None]
             if xs:
                 means[m] = sum(xs) / len(xs)
         rows.append(ArmRow(arm=arm, is_baseline=not rows, seeds=seeds, values=values,

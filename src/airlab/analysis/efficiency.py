@@ -100,7 +100,7 @@ def arm_efficiency(arm: str, metric: str, direction: str,
         b, a = base_runs[s], arm_runs[s]
         bcurve = _with_energy([dict(p) for p in b["curve"]], b["metrics"].get("energy_kwh_est"))
         acurve = _with_energy([dict(p) for p in a["curve"]], a["metrics"].get("energy_kwh_est"))
-        finals = [p.get(metric) for p in bcurve if p.get(metric) is not None]
+        finals = [float(v) for p in bcurve if (v := p.get(metric)) is not None]
         if not finals:
             continue
         target = finals[-1]

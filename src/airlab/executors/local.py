@@ -60,9 +60,12 @@ class LocalExecutor:
             timer.daemon = True
             timer.start()
         stderr_tail: deque[str] = deque(maxlen=20)
-        err_reader = threading.Thread(
-            target=lambda: [stderr_tail.append(line) for line in proc.stderr],  # type: ignore[union-attr]
-            daemon=True)
+        def drain_stderr() -> None:  # keep the last lines for the failure reason
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                stderr_tail.append(line)
+
+        err_reader = threading.Thread(target=drain_stderr, daemon=True)
         err_reader.start()
         result: RunResult | None = None
         started = time.perf_counter()

@@ -87,8 +87,8 @@ def analysis_table(a: Analysis) -> Group:
         if e is None or e.n == 0:
             continue
         parts = []
-        for c, label in (("flops", "FLOPs"), ("energy_kwh_est", "energy (estimate)")):
-            m, lo, hi = e.ratio[c]
+        for cost, label in (("flops", "FLOPs"), ("energy_kwh_est", "energy (estimate)")):
+            m, lo, hi = e.ratio[cost]
             if not math.isnan(m):
                 ci = f" [{lo:.2f}, {hi:.2f}]" if not math.isnan(lo) else ""
                 parts.append(f"{label} {m:.2f}×{ci}")

@@ -223,14 +223,15 @@ class Vision(Workload):
         xt, yt = data.x_train, data.y_train
         n = len(xt)
         gen = torch.Generator().manual_seed(config.seed)
-        state = {"perm": torch.randperm(n, generator=gen), "pos": 0}
+        perm = [torch.randperm(n, generator=gen)]
+        pos = [0]
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
             # Shuffled epochs; an epoch's tail shorter than a batch is skipped (fixed batch size).
-            if state["pos"] + B > n:
-                state["perm"], state["pos"] = torch.randperm(n, generator=gen), 0
-            idx = state["perm"][state["pos"] : state["pos"] + B]
-            state["pos"] += B
+            if pos[0] + B > n:
+                perm[0], pos[0] = torch.randperm(n, generator=gen), 0
+            idx = perm[0][pos[0] : pos[0] + B]
+            pos[0] += B
             return xt[idx].to(device), yt[idx].to(device)
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

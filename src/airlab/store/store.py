@@ -72,7 +72,7 @@ class Store:
             res = c.execute(insert(experiments).values(
                 name=name, kind=kind, area=area, workload=workload, hypothesis=hypothesis,
                 spec=spec, created_at=now, updated_at=now))
-            return int(res.inserted_primary_key[0])
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def experiment(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
