@@ -18,11 +18,10 @@ inference run the plain forward. Parameters and state-dict keys are unchanged.
 
 from __future__ import annotations
 
-import json
 import math
+import multiprocessing as mp
 import os
-import subprocess
-import sys
+import queue
 import time
 import types
 from collections.abc import Sequence
@@ -74,7 +73,8 @@ def _staged_forward(self: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             h = self[i](h)
         return h
 
-    for group in self._ckpt_groups:  # type: ignore[attr-defined]
+    groups: list[list[int]] = self._ckpt_groups  # type: ignore[assignment]
+    for group in groups:
         if self.training and torch.is_grad_enabled():
             x = checkpoint(run, group, x, use_reentrant=False)
         else:
@@ -188,28 +188,48 @@ def measure_steps(config: TrainConfig, steps: int = 2) -> dict[str, float]:
             "step_seconds": min(times), "loss": float(loss.detach())}
 
 
-_CHILD = """
-import json, sys, torch
-torch.set_num_threads(int(sys.argv[2]))
-from airlab.config import TrainConfig
-from airlab.techniques.checkpointing import measure_steps
-cfg = TrainConfig(**json.loads(sys.argv[1]))
-print("AIRLAB_RESULT " + json.dumps(measure_steps(cfg, int(sys.argv[3]))))
-"""
+def _child(config: dict[str, Any], steps: int, threads: int, env: dict[str, str],
+           out: Any) -> None:
+    """Entry point of a measuring process: report measure_steps (or the error) on ``out``."""
+    os.environ.update(env)  # the fork server was started with an older environment
+    torch.set_num_threads(threads)
+    try:
+        out.put(("ok", measure_steps(TrainConfig(**config), steps)))
+    except Exception as e:  # noqa: BLE001 - any failure goes back to the parent as text
+        out.put(("error", f"{type(e).__name__}: {e}"))
 
 
 def measure_in_subprocess(config: TrainConfig, steps: int = 2, threads: int = 1,
                           timeout: float = 300) -> dict[str, float]:
-    """``measure_steps`` in a fresh Python process, so its high-water mark is clean."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(config.to_dict()), str(threads), str(steps)],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("AIRLAB_RESULT "):
-            return json.loads(line.removeprefix("AIRLAB_RESULT "))
-    raise AirlabError(f"memory measurement failed (exit {proc.returncode}): "
-                      f"{proc.stderr.strip()[-800:]}")
+    """``measure_steps`` in a fresh process, so its high-water mark and heap are clean.
+
+    Uses a multiprocessing fork server that has imported torch and airlab but trained
+    nothing: each measurement is a fresh fork of it (no seconds-long torch import per
+    candidate, and no freed-but-resident memory inherited from the caller). Falls back to
+    spawn where there is no fork server. Scripts calling this need the usual
+    ``if __name__ == "__main__":`` guard.
+    """
+    methods = mp.get_all_start_methods()
+    ctx: Any = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # Effective only before the server starts. torch._dynamo: building an optimizer
+        # imports it lazily, which would cost every measuring process seconds.
+        ctx.set_forkserver_preload([__name__, "torch._dynamo"])
+    env = {k: v for k, v in os.environ.items() if k.startswith("AIRLAB_")}
+    env["OMP_NUM_THREADS"] = str(threads)
+    out = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(config.to_dict(), steps, threads, env, out))
+    proc.start()
+    try:
+        status, value = out.get(timeout=timeout)
+    except queue.Empty:
+        proc.kill()
+        raise AirlabError(f"memory measurement timed out after {timeout:g} s") from None
+    finally:
+        proc.join(timeout=30)
+    if status != "ok":
+        raise AirlabError(f"memory measurement failed: {value}")
+    return value
 
 
 def _with_value(config: TrainConfig, dimension: str, value: int, ckpt: bool) -> TrainConfig:
