@@ -233,8 +233,10 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                     extra["val_bpc"] = extra["val_loss"] / math.log(2)
             metrics.update(extra)
         # A technique may have replaced task.model by its deployable form (quantized, shrunk):
-        # size and latency are measured on what would be shipped.
-        metrics["params"] = float(measure.count_params(task.model))
+        # size and latency are measured on what would be shipped. `params` stays the trained
+        # architecture's count; `params_deployed` counts the float parameters left in the
+        # deployable model (integer weights of a quantized layer are buffers, not parameters).
+        metrics["params_deployed"] = float(measure.count_params(task.model))
         metrics["model_bytes"] = float(measure.model_bytes(task.model))
         if config.latency:
             x, _ = task.next_batch()
@@ -263,6 +265,7 @@ def _final_metrics(task: Task, curve: list[dict[str, float]], consumed: int, ste
         f"{unit}_per_s": consumed / train_s if train_s > 0 else 0.0,
         "flops": task.flops_per_unit * consumed,
         "peak_mem_mb": measure.peak_memory_mb(device),
+        "params": float(measure.count_params(task.model)),
     })
     energy, source = measure.energy_kwh_est(train_s, device, torch.get_num_threads())
     m["energy_kwh_est"] = energy
