@@ -102,6 +102,9 @@ def run(
     list_: bool = typer.Option(False, "--list", help="List the built-in experiments."),
     quick: bool = typer.Option(False, "--quick", help="Smoke test: the spec's quick_budget (else "
                                "a tenth of the budget), stored as NAME-quick."),
+    until_decisive: bool = typer.Option(False, "--until-decisive", help="Add seeds while the "
+                                        "answer is inconclusive (see `airlab decide`)."),
+    max_seeds: int = typer.Option(10, "--max-seeds", min=2, help="Cap for --until-decisive."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
     from airlab.spec import library_specs, load_spec
@@ -115,18 +118,29 @@ def run(
     s = load_spec(spec)  # before the heavy imports: a typo is reported at once
     if quick:
         s = quick_spec(s)
+    if until_decisive:
+        from airlab.report.commands import decide_spec
+
+        decide_spec(s, max_seeds=max_seeds, step=2, alpha=0.05, workers=workers,
+                    threads=threads, timeout=timeout)
+        return
 
     from airlab.analysis.compare import analyze
     from airlab.experiment import run_experiment
+    from airlab.report.commands import finish_experiment, lab_home
+    from airlab.report.post import write_tracking
     from airlab.report.table import analysis_table
 
     store = _store()
+    home = lab_home()
     t0 = time.perf_counter()
     out = run_experiment(s, store, _executor(workers, timeout, threads),
-                         reporter=RichReporter(s.name))
+                         reporter=RichReporter(s.name),
+                         on_result=lambda run, res: write_tracking(store, s.name, home))
     console.print(f"{s.name}: {out.planned} runs planned, {out.reused} reused, {out.ran} run "
                   f"({out.failed} failed) in {time.perf_counter() - t0:.1f} s; store {store.url}")
     console.print(analysis_table(analyze(store, s.name)))
+    finish_experiment(store, s.name, home)
 
 
 def quick_spec(s: Any) -> Any:
@@ -287,44 +301,6 @@ def show(name: str = typer.Argument(..., help="Experiment name."),
 
 
 @app.command()
-def status() -> None:
-    """A first overview of the lab: experiments, their runs by state and best verdicts."""
-    from airlab.analysis.compare import analyze
-
-    store = _store()
-    exps = store.experiments()
-    counts = store.counts()
-    console.print(f"store: {store.url}")
-    console.print(f"experiments: {sum(e['kind'] == 'experiment' for e in exps)}, single runs: "
-                  f"{sum(e['kind'] == 'train' for e in exps)}; runs: "
-                  + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else
-                  "no runs yet: try `airlab run demo`")
-    t = Table(title="experiments")
-    for c in ("name", "area", "workload", "runs", "finished", "failed", "best arm", "verdict"):
-        t.add_column(c)
-    for e in exps:
-        if e["kind"] != "experiment":
-            continue
-        runs = store.runs(e["id"])
-        fin = sum(r["state"] == "finished" for r in runs)
-        fail = sum(r["state"] == "failed" for r in runs)
-        best, verdict = "—", "—"
-        try:
-            a = analyze(store, e["name"])
-            ranked = [r for r in a.rows[1:] if r.comparison is not None]
-            sign = 1 if a.direction == "minimize" else -1
-            ranked.sort(key=lambda r: sign * (r.summary.mean if not math.isnan(r.summary.mean)
-                                              else math.inf * sign))
-            if ranked:
-                best, verdict = ranked[0].arm, ranked[0].verdict
-        except AirlabError:
-            pass
-        t.add_row(e["name"], e["area"], e["workload"], str(len(runs)), str(fin), str(fail),
-                  best, verdict)
-    console.print(t)
-
-
-@app.command()
 def data() -> None:
     """List the datasets and where each comes from."""
     from airlab.data import describe_datasets
@@ -352,6 +328,9 @@ def techniques() -> None:
     console.print(t)
 
 
+from airlab.report import commands as _report_commands  # noqa: E402,F401
+
+
 def main() -> None:
     """Entry point: user errors print one line, never a traceback."""
     try:
@@ -376,5 +355,5 @@ def main() -> None:
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # prefer `python -m airlab`
     main()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MICRO
 
-AIRLAB = [sys.executable, "-m", "airlab.cli"]
+AIRLAB = [sys.executable, "-m", "airlab"]
 
 
 def airlab(*args: str, db: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from airlab.errors import AirlabError
+from airlab.store import verdicts as _verdicts  # noqa: F401  (registers the verdicts table)
 from airlab.store.tables import curves, experiments, metadata, metrics, runs
 
 CURVE_COLUMNS = {"step", "train_seconds", "flops", "val_loss", "val_acc", "train_loss"}

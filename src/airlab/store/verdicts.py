@@ -58,7 +58,9 @@ def save_verdict(store: Store, experiment_id: int, *, rating: int, band: str,
             experiment_id=experiment_id, created_at=time.time(), rating=int(rating), band=band,
             best_arm=best_arm, breakdown=breakdown, critique=list(critique),
             rubric_version=rubric_version))
-        return int(res.inserted_primary_key[0])
+        key = res.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
 
 def list_verdicts(store: Store, experiment_id: int | None = None) -> list[dict[str, Any]]:

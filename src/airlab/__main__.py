@@ -1,0 +1,5 @@
+"""`python -m airlab` runs the command line, exactly like the `airlab` script."""
+
+from airlab.cli import main
+
+main()

@@ -1,0 +1,285 @@
+"""The experiment folder: one Markdown file per research phase, in ``<home>/experiments/<name>/``.
+
+analysis.md (problem, hypothesis) -> design.md (arms, seeds, budget, metrics, success
+criterion) -> implementation.md (techniques, flags, code version) -> tracking.md (live run
+status; :func:`write_tracking` is cheap enough to call after every run) -> post.md (results,
+plots, rating, critique and the one command that reproduces it). ``spec.yaml`` sits beside
+them so the experiment can be rerun from the folder alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airlab.analysis.compare import Analysis, analyze
+from airlab.errors import AirlabError
+from airlab.report.table import fmt, fmt_p
+from airlab.store import Store
+
+SUCCESS_RULE = ("an arm counts as better when its Holm-adjusted p < 0.05, its mean improves on "
+                "the baseline by more than 2 sd of the baseline and Cohen's d >= 0.5; the lab's "
+                "efficiency goal is a 2x cheaper run at the same quality")
+
+
+def experiment_dir(home: Path | str, name: str) -> Path:
+    return Path(home) / "experiments" / name
+
+
+def _exp(store: Store, name: str) -> dict[str, Any]:
+    exp = store.experiment(name)
+    if exp is None:
+        raise AirlabError(f"no experiment named '{name}' in {store.url}")
+    return exp
+
+
+def _write(path: Path, text: str) -> Path:
+    # Write then rename, so a reader (or a crash) never sees half a file.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(s: str) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _arms(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [spec.get("baseline", {"name": "baseline"}), *spec.get("arms", [])]
+
+
+def _flags(arm: dict[str, Any], shared: dict[str, Any]) -> str:
+    opts = {**shared, **(arm.get("options") or {})}
+    parts = [f"--use_{u}" for u in arm.get("use", [])]
+    parts += [f"--{k} {v}" for k, v in opts.items()]
+    return " ".join(parts)
+
+
+def reproduce_command(spec: dict[str, Any], spec_path: Path) -> str:
+    """`airlab run NAME` when the stored spec is exactly a built-in one, else the spec file."""
+    from airlab.spec import library_specs, load_spec
+
+    name = spec.get("name", "")
+    if name in library_specs():
+        try:
+            if load_spec(name).to_dict() == spec:
+                return f"airlab run {name}"
+        except AirlabError:
+            pass
+    return f"airlab run {spec_path}"
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def analysis_md(exp: dict[str, Any]) -> str:
+    spec = exp["spec"]
+    arms = ", ".join(a["name"] for a in spec.get("arms", [])) or "none (baseline only)"
+    direction = "lower" if spec.get("direction", "minimize") == "minimize" else "higher"
+    return (
+        f"# {exp['name']}: problem analysis\n\n"
+        f"- **area**: {exp['area']}\n- **workload**: {exp['workload']}"
+        f" (dataset {spec.get('dataset') or 'workload default'})\n"
+        f"- **created**: {time.strftime('%Y-%m-%d %H:%M', time.localtime(exp['created_at']))}\n\n"
+        "## Problem\n\n"
+        f"Can {arms} train more cheaply than, or better than, the baseline "
+        f"`{spec['baseline']['name']}` at the same budget, judged on "
+        f"`{spec.get('metric', 'val_loss')}` ({direction} is better)?\n\n"
+        "## Hypothesis\n\n"
+        f"{(spec.get('hypothesis') or exp.get('hypothesis') or '(none stated)').strip()}\n"
+    )
+
+
+def design_md(exp: dict[str, Any]) -> str:
+    spec = exp["spec"]
+    rows = [[a["name"] + (" (baseline)" if i == 0 else ""), ", ".join(a.get("use", [])) or "—",
+             ", ".join(f"{k}={v}" for k, v in (a.get("options") or {}).items()) or "—",
+             a.get("description", "") or ""] for i, a in enumerate(_arms(spec))]
+    budget = ", ".join(f"{k} = {v:g}" for k, v in spec["budget"].items())
+    tol = float(spec.get("tolerance", 0) or 0)
+    return (
+        f"# {exp['name']}: design\n\n## Arms\n\n"
+        + md_table(["arm", "techniques", "options", "description"], rows)
+        + f"\n## Seeds\n\n{', '.join(map(str, spec.get('seeds', [])))} — shared by every arm, "
+        "so seed i of an arm is paired with seed i of the baseline.\n\n"
+        f"## Budget\n\n{budget} per run, the same for every arm (compute-matched).\n"
+        + (f"Shared options: {', '.join(f'{k}={v}' for k, v in spec['options'].items())}.\n"
+           if spec.get("options") else "")
+        + f"\n## Metrics\n\nPrimary: `{spec.get('metric', 'val_loss')}` "
+        f"({spec.get('direction', 'minimize')}). Also recorded: train_seconds, tokens_per_s or "
+        "samples_per_s, flops, peak_mem_mb, params, model_bytes, energy_kwh_est (an estimate).\n"
+        f"\n## Success criterion\n\n{SUCCESS_RULE}"
+        + (f"; quality may drop by at most {tol:g}" if tol else "") + ".\n"
+    )
+
+
+def _generated_code(names: set[str]) -> list[tuple[str, str]]:
+    """Source of techniques that do not ship with airlab (e.g. written by the Coder agent)."""
+    try:
+        from airlab.techniques import TECHNIQUES
+    except Exception:  # noqa: BLE001 - no registry, nothing to show
+        return []
+    out = []
+    for n in sorted(names):
+        tech = TECHNIQUES.get(n)
+        if tech is None:
+            continue
+        mod = getattr(type(tech), "__module__", "") or getattr(tech, "__module__", "")
+        if mod.startswith("airlab.techniques"):
+            continue
+        try:
+            out.append((n, inspect.getsource(type(tech))))
+        except (OSError, TypeError):
+            out.append((n, f"# source of {mod} not available"))
+    return out
+
+
+def implementation_md(store: Store, exp: dict[str, Any]) -> str:
+    spec = exp["spec"]
+    shared = spec.get("options") or {}
+    rows = []
+    for a in _arms(spec):
+        flags = _flags(a, shared)
+        rows.append([a["name"], ", ".join(a.get("use", [])) or "—",
+                     f"`{flags}`" if flags else "—"])
+    versions: set[str] = set()
+    libs: dict[str, str] = {}
+    for r in store.runs(exp["id"]):
+        prov = (r.get("info") or {}).get("provenance") or {}
+        code = prov.get("code") or {}
+        if code:
+            commit = (code.get("commit") or "no git")[:12]
+            versions.add(f"airlab {code.get('airlab', '?')} @ {commit}"
+                         + (" (uncommitted changes)" if code.get("dirty") else ""))
+        libs.update(prov.get("versions") or {})
+    budget_flag = " ".join(f"--{k} {v:g}" for k, v in spec["budget"].items())
+    text = (f"# {exp['name']}: implementation\n\n## Techniques and flags per arm\n\n"
+            + md_table(["arm", "techniques", "flags (airlab train)"], rows)
+            + f"\nOne run of an arm by hand: `airlab train {spec.get('workload', 'charlm')} "
+            f"{budget_flag} --seed SEED <flags>`.\n\n## Code version\n\n"
+            + ("\n".join(f"- {v}" for v in sorted(versions)) or "- no finished run yet")
+            + "\n")
+    if libs:
+        text += "\nLibraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) + "\n"
+    used = {u for a in _arms(spec) for u in a.get("use", [])}
+    gen = _generated_code(used)
+    text += "\n## Generated code\n\n"
+    if gen:
+        for n, src in gen:
+            text += f"### {n}\n\n```python\n{src.rstrip()}\n```\n\n"
+    else:
+        text += "None: every technique used ships with airlab.\n"
+    return text
+
+
+def tracking_md(store: Store, exp: dict[str, Any]) -> str:
+    spec = exp["spec"]
+    metric = spec.get("metric", "val_loss")
+    runs = store.runs(exp["id"])
+    mets = store.metrics([r["id"] for r in runs])
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    rows = []
+    for r in runs:
+        m = mets[r["id"]]
+        rows.append([r["arm"], str(r["seed"]), r["state"], fmt(m.get(metric)),
+                     fmt(m.get("train_seconds"), 3), r["reason"] or ""])
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs yet"
+    return (f"# {exp['name']}: tracking\n\nUpdated {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+            f"Runs: {summary} (of {len(runs)} planned).\n\n"
+            + md_table(["arm", "seed", "state", metric, "train s", "reason"], rows))
+
+
+def results_md(a: Analysis) -> str:
+    """The arm-versus-baseline table in Markdown (also used by the publication report)."""
+    rows = []
+    for r in a.rows:
+        s, c = r.summary, r.comparison
+        eff = getattr(r, "efficiency", None)
+        ratio = (getattr(eff, "ratio", None) or {}).get("train_seconds") if eff else None
+        speed = "—" if not ratio or ratio[0] is None else f"{ratio[0]:.2f}x"
+        rows.append([r.arm, f"{r.finished}/{r.planned}", f"{fmt(s.mean)} ± {fmt(s.sd, 2)}",
+                     f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
+                     "" if c is None else f"{c.delta:+.4g}",
+                     "" if c is None else fmt_p(r.p_holm),
+                     "" if c is None else fmt(c.d, 3), fmt(r.means.get("train_seconds"), 3),
+                     speed, r.verdict])
+    return md_table(["arm", "n", f"{a.metric} mean ± sd", "95% CI", "Δ vs base", "p (Holm)",
+                     "d", "train s", "speed-up to target", "verdict"], rows)
+
+
+def verdict_md(v: Any) -> str:
+    lines = [f"**Rating: {v.rating}/10 ({v.band})**"
+             + (f", best arm `{v.best_arm}`" if v.best_arm else "") + "\n",
+             md_table(["component", "points", "max"],
+                      [[k, str(b["points"]), str(b["max"])] for k, b in v.breakdown.items()])]
+    if v.critique:
+        lines.append("\nCritique:\n\n" + "\n".join(f"- {c}" for c in v.critique) + "\n")
+    return "\n".join(lines)
+
+
+def post_md(store: Store, exp: dict[str, Any], folder: Path) -> str:
+    from airlab.report import plots
+    from airlab.validate import rate_experiment
+
+    name = exp["name"]
+    a = analyze(store, name)
+    v = rate_experiment(store, name, analysis=a)
+    curves = plots.arm_curves(store, name)
+    (folder / "curves.png").write_bytes(plots.loss_curves_png(curves, name))
+    (folder / "efficiency.png").write_bytes(
+        plots.efficiency_png(plots.efficiency_bars(a), f"{name}: cost ratios"))
+    pts = [(r.arm, r.means["train_seconds"], r.summary.mean) for r in a.rows
+           if "train_seconds" in r.means and not math.isnan(r.summary.mean)]
+    (folder / "pareto.png").write_bytes(plots.pareto_png(
+        pts, "train_seconds (mean)", f"{a.metric} (mean)", f"{name}: quality vs cost",
+        a.direction == "minimize"))
+    failures = [f"- {r.arm} {f}" for r in a.rows for f in r.failures]
+    return (f"# {name}: results\n\n{(a.spec.get('hypothesis') or '').strip()}\n\n"
+            + results_md(a)
+            + ("\nFailed runs:\n\n" + "\n".join(failures) + "\n" if failures else "")
+            + "\n![validation loss over training, mean ± sd across seeds](curves.png)\n\n"
+            "![cost ratios baseline/arm](efficiency.png)\n\n"
+            "![quality versus cost, Pareto front in red](pareto.png)\n\n"
+            "## Verdict\n\n" + verdict_md(v)
+            + "\n## Reproduce\n\n```\n"
+            + reproduce_command(exp["spec"], folder / "spec.yaml") + "\n```\n")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def write_tracking(store: Store, name: str, home: Path | str) -> Path:
+    """Rewrite tracking.md with every run's state; cheap, so call it after each run."""
+    exp = _exp(store, name)
+    folder = experiment_dir(home, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder / "tracking.md", tracking_md(store, exp))
+
+
+def write_artifacts(store: Store, name: str, home: Path | str) -> list[Path]:
+    """Write every phase's Markdown (and the plots and spec.yaml) for one experiment."""
+    exp = _exp(store, name)
+    folder = experiment_dir(home, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = [_write(folder / "spec.yaml", yaml.safe_dump(exp["spec"], sort_keys=False)),
+           _write(folder / "analysis.md", analysis_md(exp)),
+           _write(folder / "design.md", design_md(exp)),
+           _write(folder / "implementation.md", implementation_md(store, exp)),
+           _write(folder / "tracking.md", tracking_md(store, exp))]
+    if exp["kind"] == "experiment":
+        out.append(_write(folder / "post.md", post_md(store, exp, folder)))
+        out += [folder / "curves.png", folder / "efficiency.png", folder / "pareto.png"]
+    return out

@@ -1,0 +1,226 @@
+"""The rubric: each band, the caps, the critique's numbers, stored verdicts, A/A with real runs,
+and the sequential run-until-decisive procedure."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from conftest import MICRO
+
+from airlab.analysis import stats
+from airlab.analysis.compare import Analysis, ArmRow
+from airlab.config import TrainConfig
+from airlab.executors.base import Job
+from airlab.experiment import run_experiment
+from airlab.run.trainer import RunResult, train
+from airlab.spec import Arm, ExperimentSpec
+from airlab.store import Store
+from airlab.store.verdicts import latest_verdicts, list_verdicts
+from airlab.validate import (
+    Look,
+    RunFacts,
+    band_of,
+    look_schedule,
+    next_seeds,
+    rate,
+    rate_experiment,
+    run_until_decisive,
+)
+
+FACTS = RunFacts(frozenset({("host", "cpu", "cpu")}), frozenset({("tokens", 3000.0)}),
+                 frozenset({"pycode"}))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def analysis(base: Sequence[float], arm: Sequence[float], *, arm_means: dict[str, float]
+             | None = None, efficiency: Any = None, failures: Sequence[str] = (),
+             tolerance: float = 0.0, direction: str = "minimize") -> Analysis:
+    """An Analysis built the way compare.analyze builds one, from per-seed values."""
+    seeds = next_seeds([], len(base))
+    spec = {"name": "x", "baseline": {"name": "base"}, "arms": [{"name": "arm"}],
+            "seeds": seeds, "budget": {"tokens": 3000}, "dataset": "pycode",
+            "metric": "val_loss", "direction": direction, "tolerance": tolerance}
+    n_ok = sum(not math.isnan(v) for v in arm)
+    b = ArmRow("base", True, seeds, list(base), len(seeds), len(seeds), 0, [],
+               stats.summarize(base), means={"train_seconds": 10.0, "model_bytes": 4000.0})
+    a = ArmRow("arm", False, seeds, list(arm), len(seeds), n_ok, len(failures), list(failures),
+               stats.summarize(arm), means=arm_means or {"train_seconds": 10.0,
+                                                          "model_bytes": 4000.0})
+    a.comparison = stats.compare(base, arm, direction=direction)
+    a.p_holm = stats.holm([a.comparison.p_value])[0]
+    a.verdict = stats.verdict(a.comparison, adjusted_p=a.p_holm)
+    b.verdict = "baseline"
+    if efficiency is not None:
+        a.efficiency = efficiency  # type: ignore[attr-defined]
+    return Analysis("x", "val_loss", direction, spec, [b, a])
+
+
+BASE = [3.00, 3.02, 2.99, 3.01, 2.98]
+BETTER = [2.80, 2.83, 2.78, 2.82, 2.79]
+
+
+def test_a_clear_win_with_full_rigor_is_publishable() -> None:
+    eff = SimpleNamespace(ratio={"train_seconds": (2.4, 2.1, 2.7)}, reached=5, n=5,
+                          size_ratio=None, latency_ratio=None, memory_ratio=None,
+                          quality_drop=-0.2)
+    v = rate(analysis(BASE, BETTER, efficiency=eff), FACTS)
+    assert v.rating == 10 and v.band == "publishable"
+    assert {k: b["points"] for k, b in v.breakdown.items()} == {"evidence": 3, "impact": 3,
+                                                                "rigor": 4}
+    assert v.best_arm == "arm" and not v.caps
+    # Without a time-to-target ratio the same quality win still earns 8 (impact: quality only).
+    v2 = rate(analysis(BASE, BETTER), FACTS)
+    assert v2.rating == 8 and v2.band == "publishable"
+    assert any("2x" in line for line in v2.critique)
+
+
+def test_compression_at_equal_quality_is_an_improvement() -> None:
+    same_quality = [3.01, 3.00, 3.00, 3.02, 2.98]
+    v = rate(analysis(BASE, same_quality, arm_means={"train_seconds": 10.0,
+                                                     "model_bytes": 1000.0}), FACTS)
+    assert v.breakdown["impact"]["points"] == 3  # 4x smaller (exact) and quality kept
+    assert v.breakdown["evidence"]["points"] == 0
+    assert v.rating == 7 and v.band == "publishable"
+
+
+def test_a_failed_seed_caps_a_win_at_good_progress() -> None:
+    arm = [2.80, 2.83, math.nan, 2.82, 2.79]
+    v = rate(analysis(BASE, arm, failures=["seed 256: diverged at step 12"]), FACTS)
+    assert v.breakdown["rigor"]["checks"]["no_failures"] is False
+    assert v.rating == 6 and v.band == "good progress"
+    assert any("capped at 6" in line for line in v.critique)
+    assert any("seed 256: diverged" in line and "--retry-failed" in line for line in v.critique)
+
+
+def test_no_improvement_needs_work_and_says_how_many_seeds() -> None:
+    tiny = [3.01, 2.99, 3.00, 2.995, 2.985]  # 0.004 lower on average, noisy pairs
+    v = rate(analysis(BASE, tiny), FACTS)
+    assert v.rating <= 4 and v.band == "needs work"
+    under = next(line for line in v.critique if line.startswith("underpowered"))
+    assert "minimum detectable effect is" in under and "nats at n = 5" in under
+    assert "more seeds" in under
+    # Worse quality: needs work too, and the critique names it.
+    w = rate(analysis(BASE, [3.3, 3.31, 3.29, 3.32, 3.3]), FACTS)
+    assert w.band == "needs work" and any("significantly worse" in c for c in w.critique)
+
+
+def test_rigor_checks_each_cost_a_point() -> None:
+    two_hosts = RunFacts(frozenset({("a", "cpu", "cpu"), ("b", "cpu", "cpu")}),
+                         frozenset({("tokens", 3000.0), ("tokens", 6000.0)}),
+                         frozenset({"synthetic"}))
+    v = rate(analysis(BASE, BETTER), two_hosts)
+    checks = v.breakdown["rigor"]["checks"]
+    assert checks["same_hardware"] is False and checks["real_data_matched_budget"] is False
+    assert v.rating == 6  # 3 + 1 + 2 -> capped at 6 anyway
+    text = "\n".join(v.critique)
+    assert "2 machines" in text and "synthetic" in text and "tokens=3000, tokens=6000" in text
+    few = rate(analysis(BASE[:2], BETTER[:2]), FACTS)
+    assert few.breakdown["rigor"]["checks"]["three_seeds"] is False
+    assert any("run 1 more" in c and "256" in c for c in few.critique)
+
+
+def test_bands_and_seed_sequence() -> None:
+    assert [band_of(r) for r in (1, 4, 5, 6, 7, 10)] == [
+        "needs work", "needs work", "good progress", "good progress", "publishable",
+        "publishable"]
+    assert next_seeds([42, 137, 256], 3) == [512, 1024, 2048]
+    assert next_seeds([42, 7], 2) == [137, 256]
+    assert len(set(next_seeds([], 14))) == 14
+    assert look_schedule(3, 10, 2) == [3, 5, 7, 9, 10]
+    assert look_schedule(3, 3, 2) == [3] and look_schedule(5, 3, 1) == [5]
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+class InProcess:
+    """Runs jobs in this process (no worker start-up), one thread: fast enough for tests."""
+
+    def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
+        for job in jobs:
+            yield job, train(TrainConfig(**job.config))
+
+
+def micro_spec(name: str, arms: list[Arm], seeds: list[int]) -> ExperimentSpec:
+    return ExperimentSpec(name=name, hypothesis="micro", dataset="pycode",
+                          budget={"tokens": 3000}, options=dict(MICRO),
+                          baseline=Arm(name="base"), arms=arms, seeds=seeds)
+
+
+def test_a_a_with_real_runs_is_never_rated_an_improvement(db_url: str) -> None:
+    store = Store(db_url)
+    spec = micro_spec("aa", [Arm(name="same")], [42, 137, 256])
+    run_experiment(spec, store, InProcess())
+    v = rate_experiment(store, "aa", save=True)
+    assert v.rating <= 4 and v.band == "needs work"
+    assert v.breakdown["rigor"]["points"] == 4  # a rigorous null result is still not progress
+    assert any("A/A" in c for c in v.critique)
+    assert any("same: runs the baseline's exact configuration" in c for c in v.critique)
+    stored = list_verdicts(store)
+    assert len(stored) == 1 and stored[0]["rating"] == v.rating
+    assert stored[0]["breakdown"]["rigor"]["checks"]["same_hardware"] is True
+    assert stored[0]["critique"] == v.critique and stored[0]["rubric_version"]
+    rate_experiment(store, "aa", save=True)
+    assert len(list_verdicts(store)) == 2 and len(latest_verdicts(store)) == 1
+
+
+# --------------------------------------------------------------------------- until decisive
+
+
+class Scripted:
+    """An executor whose runs finish instantly with a scripted val_loss per (arm, seed)."""
+
+    def __init__(self, effect: dict[str, float]) -> None:
+        self.effect = effect
+        self.ran: list[tuple[str, int]] = []
+
+    def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
+        for job in jobs:
+            seed = job.config["seed"]
+            arm = next(a for a, uses in (("fast", ("rope",)), ("same", ())) if
+                       tuple(job.config["techniques"]) == uses)
+            noise = (zlib.crc32(str(seed).encode()) % 1000) / 1000 * 0.05
+            jitter = (zlib.crc32(f"{arm}{seed}".encode()) % 1000 - 500) / 1e6
+            self.ran.append((arm, seed))
+            yield job, RunResult("finished", None,
+                                 {"val_loss": 3.0 + noise + self.effect[arm] + jitter,
+                                  "train_seconds": 1.0}, [],
+                                 {"provenance": {"host": "h", "cpu": "c", "device": "cpu"}})
+
+
+def test_until_decisive_stops_at_the_first_decisive_look(db_url: str) -> None:
+    store = Store(db_url)
+    spec = micro_spec("dec", [Arm(name="fast", use=["rope"])], [42, 137, 256])
+    ex = Scripted({"fast": -0.3, "same": 0.0})
+    looks: list[Look] = []
+    d = run_until_decisive(spec, store, ex, max_seeds=6, step=1, on_look=looks.append)
+    assert d.schedule == [3, 4, 5, 6] and d.alpha_per_look == pytest.approx(0.05 / 4)
+    assert d.decided and len(d.looks) == 1 and d.looks[0].decisions == {"fast": "better"}
+    assert len(ex.ran) == 6 and looks == d.looks
+
+
+def test_until_decisive_adds_seeds_up_to_the_cap(db_url: str) -> None:
+    store = Store(db_url)
+    # "same" is the baseline's config: its label in Scripted is looked up by techniques.
+    spec = micro_spec("und", [Arm(name="copy", options={"lr": 0.001})], [42, 137, 256])
+    ex = Scripted({"same": 0.0})
+    d = run_until_decisive(spec, store, ex, max_seeds=6, step=2)
+    assert d.schedule == [3, 5, 6] and len(d.looks) == 3 and not d.decided
+    assert d.seeds == [42, 137, 256, 512, 1024, 2048]
+    assert sorted({s for _, s in ex.ran}) == sorted(d.seeds)
+    assert len(ex.ran) == 12  # finished runs were reused between looks, never rerun
+    exp = store.experiment("und")
+    assert exp is not None and exp["spec"]["seeds"] == d.seeds
