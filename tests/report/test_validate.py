@@ -4,7 +4,6 @@ and the sequential run-until-decisive procedure."""
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -15,10 +14,10 @@ from conftest import MICRO
 
 from airlab.analysis import stats
 from airlab.analysis.compare import Analysis, ArmRow
-from airlab.config import TrainConfig
 from airlab.executors.base import Job
+from airlab.executors.inprocess import InProcessExecutor
 from airlab.experiment import run_experiment
-from airlab.run.trainer import RunResult, train
+from airlab.run.trainer import RunResult
 from airlab.spec import Arm, ExperimentSpec
 from airlab.store import Store
 from airlab.store.verdicts import latest_verdicts, list_verdicts
@@ -146,12 +145,17 @@ def test_bands_and_seed_sequence() -> None:
 # --------------------------------------------------------------------------- real runs
 
 
-class InProcess:
-    """Runs jobs in this process (no worker start-up), one thread: fast enough for tests."""
+class InProcess(InProcessExecutor):
+    """The real in-process executor, counting the runs it executes."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
 
     def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
-        for job in jobs:
-            yield job, train(TrainConfig(**job.config))
+        for job, result in super().run(jobs, on_event):
+            self.ran.append((str(job.config.get("options", {}).get("label", "")),
+                             int(job.config["seed"])))
+            yield job, result
 
 
 def micro_spec(name: str, arms: list[Arm], seeds: list[int]) -> ExperimentSpec:
@@ -180,31 +184,13 @@ def test_a_a_with_real_runs_is_never_rated_an_improvement(db_url: str) -> None:
 # --------------------------------------------------------------------------- until decisive
 
 
-class Scripted:
-    """An executor whose runs finish instantly with a scripted val_loss per (arm, seed)."""
-
-    def __init__(self, effect: dict[str, float]) -> None:
-        self.effect = effect
-        self.ran: list[tuple[str, int]] = []
-
-    def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
-        for job in jobs:
-            seed = job.config["seed"]
-            arm = next(a for a, uses in (("fast", ("rope",)), ("same", ())) if
-                       tuple(job.config["techniques"]) == uses)
-            noise = (zlib.crc32(str(seed).encode()) % 1000) / 1000 * 0.05
-            jitter = (zlib.crc32(f"{arm}{seed}".encode()) % 1000 - 500) / 1e6
-            self.ran.append((arm, seed))
-            yield job, RunResult("finished", None,
-                                 {"val_loss": 3.0 + noise + self.effect[arm] + jitter,
-                                  "train_seconds": 1.0}, [],
-                                 {"provenance": {"host": "h", "cpu": "c", "device": "cpu"}})
-
-
 def test_until_decisive_stops_at_the_first_decisive_look(db_url: str) -> None:
     store = Store(db_url)
-    spec = micro_spec("dec", [Arm(name="fast", use=["rope"])], [42, 137, 256])
-    ex = Scripted({"fast": -0.3, "same": 0.0})
+    # A real, large effect: lr 3e-3 against a starved baseline at lr 1e-5 on micro runs.
+    spec = micro_spec("dec", [Arm(name="fast", options={"lr": 3e-3})], [42, 137, 256])
+    spec = spec.model_copy(update={"baseline": Arm(name="base", options={"lr": 1e-5,
+                                                                         "min_lr": 1e-6})})
+    ex = InProcess()
     looks: list[Look] = []
     d = run_until_decisive(spec, store, ex, max_seeds=6, step=1, on_look=looks.append)
     assert d.schedule == [3, 4, 5, 6] and d.alpha_per_look == pytest.approx(0.05 / 4)
@@ -214,9 +200,9 @@ def test_until_decisive_stops_at_the_first_decisive_look(db_url: str) -> None:
 
 def test_until_decisive_adds_seeds_up_to_the_cap(db_url: str) -> None:
     store = Store(db_url)
-    # "same" is the baseline's config: its label in Scripted is looked up by techniques.
+    # An arm identical to the baseline (A/A) never decides: seeds are added up to the cap.
     spec = micro_spec("und", [Arm(name="copy", options={"lr": 0.001})], [42, 137, 256])
-    ex = Scripted({"same": 0.0})
+    ex = InProcess()
     d = run_until_decisive(spec, store, ex, max_seeds=6, step=2)
     assert d.schedule == [3, 5, 6] and len(d.looks) == 3 and not d.decided
     assert d.seeds == [42, 137, 256, 512, 1024, 2048]
