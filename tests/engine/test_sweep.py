@@ -4,7 +4,7 @@ import torch
 from conftest import MICRO
 
 from airlab.analysis.compare import analyze
-from airlab.executors.local import LocalExecutor
+from airlab.executors.inprocess import InProcessExecutor
 from airlab.experiment import run_experiment
 from airlab.plan import plan_runs
 from airlab.spec import Arm, ExperimentSpec, Sweep
@@ -18,7 +18,7 @@ def test_sweep_chooses_per_arm_and_is_recorded(db_url: str) -> None:
         baseline=Arm(name="adamw"), arms=[Arm(name="sgd", options={"optimizer": "sgd"})],
         sweep=Sweep(values=[1e-4, 3e-3], seeds=[1], budget_fraction=0.5))
     store = Store(db_url)
-    out = run_experiment(spec, store, LocalExecutor(workers=2))
+    out = run_experiment(spec, store, InProcessExecutor())
     assert out.planned == 4 and out.failed == 0
     sweep = store.experiment("opt.sweep")
     assert sweep is not None and sweep["kind"] == "sweep"
@@ -31,6 +31,6 @@ def test_sweep_chooses_per_arm_and_is_recorded(db_url: str) -> None:
     lrs = {(p.arm, p.config.lr) for p in plan_runs(stored)}
     assert lrs == {("adamw", 3e-3), ("sgd", stored.sweep_chosen["sgd"])}
     # Running again reuses everything, sweep included.
-    again = run_experiment(spec, store, LocalExecutor(workers=2))
+    again = run_experiment(spec, store, InProcessExecutor())
     assert again.ran == 0 and again.reused == 4
     assert len(analyze(store, "opt").rows) == 2
