@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,18 @@ def _lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tests train tiny models: a second intra-op thread only adds contention on 2 cores
+    (a spinning OpenMP thread can make a step many times slower on a loaded machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "tinyshakespeare" / "input.txt").exists():
@@ -36,12 +49,6 @@ def shared_data() -> Path:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lab.db'}"
-
-
-def one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,6 +1,5 @@
 """A fair learning-rate sweep: the same values for every arm, chosen on short runs, recorded."""
 
-import torch
 from conftest import MICRO
 
 from airlab.analysis.compare import analyze
@@ -12,7 +11,6 @@ from airlab.store import Store
 
 
 def test_sweep_chooses_per_arm_and_is_recorded(db_url: str) -> None:
-    torch.set_num_threads(1)
     spec = ExperimentSpec(
         name="opt", budget={"tokens": 4000}, options=MICRO, seeds=[1, 2],
         baseline=Arm(name="adamw"), arms=[Arm(name="sgd", options={"optimizer": "sgd"})],

@@ -1,20 +1,11 @@
 import math
 
 import pytest
-import torch
 from conftest import MICRO
 
 from airlab.errors import AirlabError
 from airlab.plan import resolve
 from airlab.run.trainer import lr_at, train
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def micro(seed: int = 42, tokens: float = 6000, **kw):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,16 +23,6 @@ from airlab.models import (
 from airlab.models.gpt import ACTIVATIONS, NORMS, POSITIONS
 
 V = 65
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These models are far too small to gain from intra-op threads, and on a shared 2-core
-    # machine a second spinning OpenMP thread makes each step ~50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _micro(**kw: object) -> GPT:

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
 from conftest import MICRO
 
 from airlab.analysis import stats
@@ -36,12 +35,6 @@ FACTS = RunFacts(frozenset({("host", "cpu", "cpu")}), frozenset({("tokens", 3000
                  frozenset({"pycode"}))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def analysis(base: Sequence[float], arm: Sequence[float], *, arm_means: dict[str, float]

@@ -4,7 +4,6 @@ training) and the switches lowrank_mlp / separable_conv through resolve() and tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,12 +21,6 @@ from airlab.techniques.architecture import lowrank_rank
 V = 65
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _gpt(**kw: object) -> GPT:

@@ -17,14 +17,6 @@ from airlab.spec import Arm, ExperimentSpec
 from airlab.techniques.batch_size import measure_noise_scale, noise_scale_from_norms
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 4.0), ("sqrt", 2.0)])
 def test_lr_scaling_rules(rule: str, factor: float) -> None:
     base = resolve(budget={"tokens": 4000}, options=MICRO)  # batch 8, lr 1e-3, min_lr 1e-4

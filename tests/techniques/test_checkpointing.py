@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,14 +14,6 @@ from airlab.models import GPT, GPTConfig, SmallCNN
 from airlab.plan import resolve
 from airlab.run.trainer import train
 from airlab.techniques import checkpointing as ck
-
-
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:

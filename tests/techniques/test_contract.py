@@ -20,12 +20,6 @@ CASES = [(name, wl) for name, t in sorted(TECHNIQUES.items()) for wl in t.worklo
 GPU_ONLY = {"fp16"}  # refused on CPU with a clear message (tested below)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _config(name: str, workload: str):

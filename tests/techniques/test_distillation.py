@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,6 @@ TEACHER_METRICS = ("teacher_train_seconds", "teacher_flops", "teacher_val_loss",
                    "teacher_params", "teacher_cached", "teacher_forward_flops")
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_kd_loss_equals_hand_computation() -> None:

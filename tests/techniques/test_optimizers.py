@@ -18,12 +18,6 @@ from airlab.techniques import get_technique
 OPTIMIZER_SWITCHES = ("lion", "adafactor", "muon", "sgd_nesterov")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_newton_schulz_sends_singular_values_near_one() -> None:

@@ -20,12 +20,6 @@ from airlab.techniques import get_technique
 GPT_FIELDS = {k: MICRO[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _linear_output_dtypes(model: nn.Module, run: Callable[[], Any]) -> set[torch.dtype]:

@@ -27,12 +27,6 @@ from airlab.techniques.pruning import (
 PRUNE = ["prune_oneshot", "prune_gradual", "prune_structured"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _gpt(**kw) -> nn.Module:

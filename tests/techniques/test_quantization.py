@@ -25,12 +25,6 @@ from airlab.techniques.quantization import (
 QUANT = ["ptq_int8", "wq_int8", "wq_int4", "qat"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
