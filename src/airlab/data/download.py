@@ -96,3 +96,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
     return str(exc) or type(exc).__name__
+
+
+def resolve_dirs(data_dir: Path | str | None, cache_dir: Path | str | None
+                 ) -> tuple[Path | None, Path | None]:
+    """Absolute data and cache folders: the arguments, else settings (AIRLAB_DATA_DIR, cache)."""
+    from airlab.settings import get_settings
+
+    if data_dir is None or cache_dir is None:
+        settings = get_settings()
+        data_dir = data_dir if data_dir is not None else settings.data_dir
+        cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
+    return (Path(data_dir).expanduser().resolve() if data_dir is not None else None,
+            Path(cache_dir).expanduser().resolve() if cache_dir is not None else None)

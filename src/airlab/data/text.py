@@ -54,9 +54,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from airlab.data.download import fetch
+from airlab.data.download import fetch, resolve_dirs
 from airlab.errors import AirlabError, did_you_mean
-from airlab.settings import get_settings
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -366,13 +365,7 @@ def load_text(
         raise AirlabError(
             f"unknown text corpus '{name}'", did_you_mean(name, [*TEXT_CORPORA, "file:PATH"])
         )
-    if data_dir is None or cache_dir is None:
-        settings = get_settings()
-        data_dir = data_dir if data_dir is not None else settings.data_dir
-        cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
-    data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
-    cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    return loader(data_dir, cache_dir)
+    return loader(*resolve_dirs(data_dir, cache_dir))
 
 
 def clear_text_cache() -> None:

@@ -51,9 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from airlab.data.download import fetch
+from airlab.data.download import fetch, resolve_dirs
 from airlab.errors import AirlabError, did_you_mean
-from airlab.settings import get_settings
 
 ALLOW_UNVERIFIED_ENV = "AIRLAB_ALLOW_UNVERIFIED"
 
@@ -413,13 +412,7 @@ def load_vision(
         if name in TEXT_CORPORA or name.startswith("file:"):
             raise AirlabError(f"'{name}' is a text corpus, not a vision dataset", "use load_text")
         raise AirlabError(f"unknown vision dataset '{name}'", did_you_mean(name, VISION_DATASETS))
-    if data_dir is None or cache_dir is None:
-        settings = get_settings()
-        data_dir = data_dir if data_dir is not None else settings.data_dir
-        cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
-    data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
-    cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    return loader(data_dir, cache_dir)
+    return loader(*resolve_dirs(data_dir, cache_dir))
 
 
 def clear_vision_cache() -> None:
