@@ -105,6 +105,9 @@ def run(
     until_decisive: bool = typer.Option(False, "--until-decisive", help="Add seeds while the "
                                         "answer is inconclusive (see `airlab decide`)."),
     max_seeds: int = typer.Option(10, "--max-seeds", min=2, help="Cap for --until-decisive."),
+    fresh: bool = typer.Option(False, "--fresh", help="Archive the stored experiment (kept as "
+                               "NAME.archived-TIME) and run every run again, e.g. after the "
+                               "code changed."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
     from airlab.spec import library_specs, load_spec
@@ -133,6 +136,10 @@ def run(
 
     store = _store()
     home = lab_home()
+    if fresh:
+        archived = store.archive_experiment(s.name)
+        if archived:
+            console.print(f"archived the stored {s.name} as {archived}")
     t0 = time.perf_counter()
     out = run_experiment(s, store, _executor(workers, timeout, threads),
                          reporter=RichReporter(s.name),

@@ -41,3 +41,15 @@ def test_unreachable_database_is_a_one_line_error() -> None:
     assert "secret" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(AirlabError, match="bad database URL"):
         Store("notadb://x")
+
+
+def test_archive_keeps_runs_under_a_new_name(db_url: str) -> None:
+    s = Store(db_url)
+    eid = s.upsert_experiment("e", {"x": 1}, workload="charlm")
+    s.ensure_runs(eid, [("base", 1, "k1", {"a": 1})])
+    new = s.archive_experiment("e")
+    assert new and new.startswith("e.archived-")
+    assert s.experiment("e") is None
+    old = s.experiment(new)
+    assert old["kind"] == "archive" and len(s.runs(old["id"])) == 1
+    assert s.archive_experiment("missing") is None

@@ -120,11 +120,15 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
     loss_fn = task.loss_fn
     for t in techniques:
         loss_fn = t.wrap_loss(loss_fn)
+    extra_flops = sum(t.extra_flops_per_unit(model, opt, task) for t in techniques)
+    task.flops_per_unit += extra_flops
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     setup_seconds = time.perf_counter() - t_setup
 
     info: dict[str, Any] = {**task.info, "provenance": provenance(device),
-                            "setup_seconds": setup_seconds}
+                            "setup_seconds": setup_seconds,
+                            "flops_per_unit": task.flops_per_unit,
+                            "extra_flops_per_unit": extra_flops}
     unit = task.unit
     if config.budget_unit == "epochs":
         total = config.budget * task.train_size

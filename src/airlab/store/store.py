@@ -75,6 +75,17 @@ class Store:
                 spec=spec, created_at=now, updated_at=now))
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
+    def archive_experiment(self, name: str) -> str | None:
+        """Rename an experiment out of the way (kind 'archive'), keeping all its runs."""
+        with self.engine.begin() as c:
+            row = c.execute(select(experiments.c.id).where(experiments.c.name == name)).first()
+            if row is None:
+                return None
+            new = f"{name}.archived-{time.strftime('%Y%m%d-%H%M%S')}"
+            c.execute(update(experiments).where(experiments.c.id == row.id).values(
+                name=new, kind="archive", updated_at=time.time()))
+            return new
+
     def experiment(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(select(experiments).where(experiments.c.name == name)).first()

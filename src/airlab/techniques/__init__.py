@@ -40,6 +40,12 @@ class Hooks:
         """Return a loss function ``(model, x, y) -> loss`` (e.g. add a distillation term)."""
         return loss_fn
 
+    def extra_flops_per_unit(self, model: Any, optimizer: Any, task: Any) -> float:
+        """Training FLOPs per token/sample this technique adds beyond the model's own forward
+        and backward (a teacher's forward pass, an optimizer's matrix iterations). Counted in
+        ``flops`` and so in every FLOPs-based efficiency ratio: no cost is hidden."""
+        return 0.0
+
     def after_backward(self, model: Any, step: int) -> None:
         """Gradients are ready (before clipping and the optimizer step)."""
 

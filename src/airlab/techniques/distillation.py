@@ -303,6 +303,11 @@ class DistillHooks(Hooks):
 
         return kd_loss
 
+    def extra_flops_per_unit(self, model: Any, optimizer: Any, task: Any) -> float:
+        # The teacher scores every training token/sample once: one inference pass, which is a
+        # third of the training FLOPs per unit the teacher's own run recorded.
+        return float(self.meta["flops_per_unit"]) / 3
+
     def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
         m = self.meta
         return {

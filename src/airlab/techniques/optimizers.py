@@ -65,6 +65,21 @@ class MuonHooks(Hooks):
                 group["lr_scale"] = scale
         return optimizer
 
+    def extra_flops_per_unit(self, model: Any, optimizer: Any, task: Any) -> float:
+        """Newton-Schulz FLOPs per step, spread over the step's tokens/samples.
+
+        Each iteration on an m x n matrix (m <= n after the transpose NS does) costs
+        X Xt (2 m^2 n) + A A (2 m^3) + B X (2 m^2 n) = 4 m^2 n + 2 m^3 FLOPs.
+        """
+        per_step = 0.0
+        for group in optimizer.param_groups:
+            if not group.get("use_muon"):
+                continue
+            for p in group["params"]:
+                m, n = sorted(p.shape)
+                per_step += group.get("ns_steps", 5) * (4 * m * m * n + 2 * m**3)
+        return per_step / task.units_per_step
+
 
 for _t in (
     Technique("lion", "optimizers",
