@@ -175,6 +175,12 @@ def efficiency_png(bars: Sequence[RatioBar], title: str) -> bytes:
         ax.bar(xs, hs, width, yerr=[lo, hi], capsize=3, label=kind)
     ax.axhline(1.0, color="black", lw=0.8)
     ax.axhline(2.0, color="green", lw=0.8, ls="--", label="2x goal")
+    # Ratios live on a log scale (0.5x and 2x are equally far from 1); clip whiskers of
+    # two-seed intervals that would otherwise flatten every bar.
+    ax.set_yscale("log")
+    top = max([b.ratio for b in bars] + [2.0])
+    bottom = min([b.ratio for b in bars if b.ratio > 0] + [0.5])
+    ax.set_ylim(bottom / 2, top * 2)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(arms))], arms, fontsize=8)
     ax.set_ylabel("baseline cost / arm cost")
     ax.legend(fontsize=7)

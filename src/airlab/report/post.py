@@ -19,7 +19,7 @@ import yaml
 
 from airlab.analysis.compare import Analysis, analyze
 from airlab.errors import AirlabError
-from airlab.report.table import fmt, fmt_p
+from airlab.report.table import fmt, fmt_p, speedup
 from airlab.store import Store
 
 SUCCESS_RULE = ("an arm counts as better when its Holm-adjusted p < 0.05, its mean improves on "
@@ -207,9 +207,7 @@ def results_md(a: Analysis) -> str:
     rows = []
     for r in a.rows:
         s, c = r.summary, r.comparison
-        eff = getattr(r, "efficiency", None)
-        ratio = (getattr(eff, "ratio", None) or {}).get("train_seconds") if eff else None
-        speed = "—" if not ratio or ratio[0] is None else f"{ratio[0]:.2f}x"
+        speed = speedup(r) or "—"  # "1.13 [0.88, 1.46]", "not reached", with seeds reached
         rows.append([r.arm, f"{r.finished}/{r.planned}", f"{fmt(s.mean)} ± {fmt(s.sd, 2)}",
                      f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
                      "" if c is None else f"{c.delta:+.4g}",
@@ -217,7 +215,7 @@ def results_md(a: Analysis) -> str:
                      "" if c is None else fmt(c.d, 3), fmt(r.means.get("train_seconds"), 3),
                      speed, r.verdict])
     return md_table(["arm", "n", f"{a.metric} mean ± sd", "95% CI", "Δ vs base", "p (Holm)",
-                     "d", "train s", "speed-up to target", "verdict"], rows)
+                     "d", "train s", "speed-up to target (x, 95% CI)", "verdict"], rows)
 
 
 def verdict_md(v: Any) -> str:
