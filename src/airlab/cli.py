@@ -151,10 +151,14 @@ def run(
 
 
 def quick_spec(s: Any) -> Any:
-    """The same experiment on a smoke-test budget, under its own name."""
+    """The same experiment on a smoke-test budget, under its own name. A smoke test skips the
+    learning-rate sweep (each arm keeps its own default value) and evaluates twice: it checks
+    that everything runs, it does not compare tuned arms."""
     (unit, amount), = s.budget.items()
     budget = s.quick_budget or {unit: amount / 10}
-    return s.model_copy(update={"name": f"{s.name}-quick", "budget": budget})
+    options = {**s.options, "eval_points": min(2, int(s.options.get("eval_points", 2)))}
+    return s.model_copy(update={"name": f"{s.name}-quick", "budget": budget, "sweep": None,
+                                "options": options})
 
 
 def _list_library(lib: dict[str, Any]) -> None:

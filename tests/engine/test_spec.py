@@ -98,3 +98,21 @@ def test_resolve_precedence_and_errors() -> None:
         resolve(workload="vision", budget={"epochs": 1}, use=["rope"])
     v = resolve(workload="vision", preset="cnn", budget={"epochs": 1}, options={"separable": True})
     assert v.model == {"separable": True} and v.dataset == "digits"
+
+
+def test_every_library_experiment_loads_and_has_a_quick_form() -> None:
+    from airlab.cli import quick_spec
+
+    lib = library_specs()
+    for alias in ("quantization_breakthrough", "pruning_innovation", "knowledge_distillation",
+                  "batch_size_optimization", "efficient_optimizer", "mixed_precision_training",
+                  "gradient_checkpointing", "micro_architecture"):
+        assert alias in lib, alias
+    for name in ("quantization", "pruning", "optimizers", "batch_size", "mixed_precision",
+                 "distillation", "checkpointing", "efficient_arch", "gradient_clipping"):
+        spec = load_spec(name)
+        assert spec.seeds == [42, 137, 256] and len(spec.arms) >= 2
+        assert len(spec.all_arms) >= 2 and spec.dataset == "shakespeare"
+        q = quick_spec(spec)
+        assert q.name == f"{name}-quick" and q.sweep is None
+        assert q.budget == spec.quick_budget and q.options["eval_points"] == 2
