@@ -119,18 +119,7 @@ def test_each_optimizer_trains_a_micro_gpt(name: str, shared_data) -> None:
     assert r.metrics["val_loss"] < r.curve[0]["val_loss"] - 0.1
 
 
-@pytest.mark.parametrize("workload", ["charlm", "vision"])
-@pytest.mark.parametrize("name", OPTIMIZER_SWITCHES)
-def test_contract(name: str, workload: str) -> None:
-    assert workload in get_technique(name).workloads
-    if workload == "charlm":
-        cfg = resolve(budget={"tokens": 4000}, use=[name], options=MICRO)
-    else:
-        cfg = resolve(workload="vision", budget={"samples": 640}, use=[name],
-                      options={"eval_points": 1})
-    r = train(cfg)
-    assert r.state == "finished", r.reason
-    assert math.isfinite(r.metrics["val_loss"])
+# Training every switch on charlm and vision: tests/techniques/test_contract.py.
 
 
 def test_lion_switch_sets_a_smaller_lr_and_larger_decay() -> None:
