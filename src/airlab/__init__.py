@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AirlabError": "airlab.errors",
+    "Settings": "airlab.settings",
+    "get_settings": "airlab.settings",
     "Arm": "airlab.spec",
     "ExperimentSpec": "airlab.spec",
     "load_spec": "airlab.spec",
@@ -20,12 +22,18 @@ _EXPORTS = {
     "RunPlan": "airlab.plan",
     "plan_runs": "airlab.plan",
     "resolve": "airlab.plan",
-    "RunResult": "airlab.run.trainer",
+    "RunResult": "airlab.run.result",
     "train": "airlab.run.trainer",
     "LocalExecutor": "airlab.executors.local",
-    "run_experiment": "airlab.experiment",
+    "InProcessExecutor": "airlab.executors.inprocess",
     "Store": "airlab.store",
     "analyze": "airlab.analysis.compare",
+    "rate": "airlab.validate",
+    "Verdict": "airlab.validate",
+    "ExperimentOutcome": "airlab.experiment",
+    "run_experiment": "airlab.experiment",
+    "finish_experiment": "airlab.experiment",
+    "run_until_decisive": "airlab.decide",
 }
 
 __all__ = sorted(_EXPORTS)

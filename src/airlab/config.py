@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,6 +52,12 @@ class TrainConfig(BaseModel):
     diverge_factor: float = Field(3.0, gt=1)  # loss above factor x initial loss => diverged
 
     latency: bool = False  # measure inference latency (batch 1 and a full batch) after training
+    # Stop after this many optimizer steps even if the budget is not used up (measurements such
+    # as the memory-cap search run the one trainer for a few steps). None: the budget decides.
+    max_steps: int | None = Field(None, ge=1)
+    # Save the trained weights and a cost record under <artifacts_dir>/<run_key>/ (a
+    # distillation teacher: students load it by run key).
+    save_model: bool = False
 
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -58,6 +65,18 @@ class TrainConfig(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     techniques: tuple[str, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)  # technique options, e.g. prune_sparsity
+    # sha256 (16 hex) of each used technique's module source: changed code is a new run.
+    code: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # pydantic would read `lr: true` as 1.0; a yes/no is never a number here.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if isinstance(value, bool) and name not in _BOOL_FIELDS:
+                    raise ValueError(f"{name}={value} must be a number or text, not yes/no")
+        return data
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
@@ -68,8 +87,11 @@ class TrainConfig(BaseModel):
                 f"{', '.join(set_units) or 'none'}"
             )
         value = getattr(self, set_units[0])
-        if value <= 0:
-            raise ValueError(f"budget {set_units[0]} must be positive, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"budget {set_units[0]} must be finite and positive, got {value}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "diverge_factor"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr={self.min_lr} is larger than lr={self.lr}")
         return self
@@ -100,6 +122,23 @@ class TrainConfig(BaseModel):
 
 
 _ALWAYS_KEYED = {"workload", "preset", "dataset", "seed", *BUDGET_UNITS}
+_BOOL_FIELDS = {"latency", "save_model"}
+
+# Fields the verdict depends on: the same for every arm of an experiment, so techniques may not
+# override them and arm options may not set them.
+RESERVED_FIELDS = frozenset({
+    "workload", "preset", "dataset", "seed", *BUDGET_UNITS, "device", "eval_points",
+    "eval_tokens", "diverge_factor", "latency", "max_steps", "save_model", "techniques", "code",
+})
+
+
+def lr_scale_factor(rule: str, batch_size: float, base_batch_size: float | None) -> float:
+    """The batch-size rule for learning rates, in one place: (batch / base)^k, k = 1 for
+    ``linear``, 1/2 for ``sqrt``, 1 for ``none``."""
+    if rule == "none" or not base_batch_size:
+        return 1.0
+    k = 1.0 if rule == "linear" else 0.5
+    return (float(batch_size) / float(base_batch_size)) ** k
 
 
 def _defaults() -> dict[str, Any]:
@@ -110,7 +149,8 @@ def _defaults() -> dict[str, Any]:
     return out
 
 
-TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in ("model", "techniques"))
+TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields
+                     if f not in ("model", "techniques", "code"))
 
 
 def config_key(d: dict[str, Any]) -> str:

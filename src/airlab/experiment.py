@@ -1,4 +1,10 @@
-"""Run an experiment: plan arms x seeds, skip finished runs, execute the rest, store each result.
+"""The after-run pipeline: plan -> execute -> store -> analyse -> rate -> write artifacts.
+
+:func:`run_experiment` is the whole of it, callable from Python (the CLI is a thin wrapper):
+plan arms x seeds, run the prerequisites (a distillation teacher) first, skip finished runs,
+execute the rest, store each result, then analyse ONCE and hand that analysis to the rubric
+and to the artifact writers. :func:`execute_runs` is the first half alone (sweeps, the looks of
+:mod:`airlab.decide`), :func:`finish_experiment` the second (also `airlab verdict`).
 
 Resumable by construction: every run is a row keyed by (arm, run key); a finished row is never
 run again, and a row left 'running' by a killed airlab goes back to 'pending' on the next call.
@@ -6,16 +12,25 @@ run again, and a row left 'running' by a killed airlab goes back to 'pending' on
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from airlab import plan as plan_module
 from airlab.executors.base import Executor, Job
-from airlab.plan import plan_runs
-from airlab.run.trainer import RunResult
-from airlab.run.workloads import get_workload
+from airlab.run.result import RunResult
+from airlab.settings import Settings, get_settings
 from airlab.spec import ExperimentSpec
 from airlab.store import Store
+
+if TYPE_CHECKING:
+    from airlab.analysis.compare import Analysis
+    from airlab.plan import RunPlan
+    from airlab.validate import Verdict
+
+OnResult = Callable[[dict[str, Any], RunResult], None]
 
 
 class Reporter(Protocol):
@@ -42,34 +57,193 @@ class SilentReporter:
 
 
 @dataclass
-class RunOutcome:
+class RunCounts:
+    """What executing an experiment's runs did; ``rows`` are its current runs as planned."""
+
     experiment_id: int
     planned: int
     reused: int
     ran: int
     failed: int
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ExperimentOutcome:
+    """Counts of one `run_experiment`, its analysis and verdict (None when not rated)."""
+
+    name: str
+    runs: RunCounts
+    analysis: Analysis | None = None
+    verdict: Verdict | None = None
+    folder: Path | None = None  # the experiment folder the artifacts were written to
+    prerequisites: RunCounts | None = None  # the teacher runs, when the spec needs any
+
+    @property
+    def experiment_id(self) -> int:
+        return self.runs.experiment_id
+
+    @property
+    def planned(self) -> int:
+        return self.runs.planned
+
+    @property
+    def reused(self) -> int:
+        return self.runs.reused
+
+    @property
+    def ran(self) -> int:
+        return self.runs.ran
+
+    @property
+    def failed(self) -> int:
+        return self.runs.failed
+
+
+@dataclass
+class Finished:
+    """The second half of the pipeline: one analysis, its verdict, the files written."""
+
+    analysis: Analysis
+    verdict: Verdict
+    paths: list[Path]
+
+
+# --------------------------------------------------------------------------- the pipeline
 
 
 def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
-                   reporter: Reporter | None = None, retry_failed: bool = False,
-                   kind: str = "experiment",
-                   on_result: Callable[[dict[str, Any], RunResult], None] | None = None,
-                   ) -> RunOutcome:
+                   settings: Settings | None = None, reporter: Reporter | None = None,
+                   retry_failed: bool = False, rate: bool = True, kind: str = "experiment",
+                   on_result: OnResult | None = None) -> ExperimentOutcome:
+    """Plan, execute, store; then (``rate``, kind "experiment") analyse once, rate, store the
+    verdict and write the experiment folder. ``retry_failed`` runs failed runs again."""
+    settings = settings or get_settings()  # a library entry point given none: read it here
+    rated = rate and kind == "experiment"
+    if rated:
+        on_result = _tracking(store, spec.name, settings.home, on_result)
+    counts = execute_runs(spec, store, executor, settings=settings, reporter=reporter,
+                          retry_failed=retry_failed, kind=kind, on_result=on_result)
+    out = ExperimentOutcome(spec.name, counts, prerequisites=counts_of_prerequisites(store, spec))
+    if rated:
+        done = finish_experiment(store, spec.name, settings=settings, runs=counts.rows)
+        out.analysis, out.verdict = done.analysis, done.verdict
+        out.folder = done.paths[0].parent if done.paths else None
+    return out
+
+
+def finish_experiment(store: Store, name: str, *, settings: Settings | None = None,
+                      save: bool = True, write: bool = True, analysis: Analysis | None = None,
+                      runs: Sequence[dict[str, Any]] | None = None) -> Finished:
+    """Analyse once (unless given ``analysis``), rate with the rubric, store the verdict with its
+    breakdown (``save``) and write the experiment folder under ``settings.home`` (``write``),
+    all from that one analysis. ``runs``: the current rows, when the caller has them."""
+    from airlab.analysis.compare import analyze, run_facts
+    from airlab.validate import rate as rubric
+
+    a = analysis or analyze(store, name, runs=runs)
+    v = rubric(a, run_facts(store, name, runs=runs))
+    if save:
+        exp = store.experiment(name)
+        assert exp is not None  # analyze raised otherwise
+        _save_verdict()(store, exp["id"], rating=v.rating, band=v.band, breakdown=v.breakdown,
+                        critique=v.critique, rubric_version=v.rubric_version,
+                        best_arm=v.best_arm)
+    paths: list[Path] = []
+    if write:
+        from airlab.report.post import write_artifacts
+
+        home = (settings or get_settings()).home
+        paths = write_artifacts(store, name, home, analysis=a, verdict=v)
+    return Finished(a, v, paths)
+
+
+def rate_experiment(store: Store, name: str, *, save: bool = False,
+                    analysis: Analysis | None = None) -> Verdict:
+    """The rubric's verdict on a stored experiment (stored too with ``save``); writes no files."""
+    return finish_experiment(store, name, save=save, write=False, analysis=analysis).verdict
+
+
+def _save_verdict() -> Callable[..., Any]:
+    # The store package exports its verdict functions; older layouts kept them in a submodule.
+    import airlab.store as store_pkg
+
+    fn: Callable[..., Any] | None = getattr(store_pkg, "save_verdict", None)
+    if fn is None:
+        from airlab.store.verdicts import save_verdict
+
+        fn = save_verdict
+    return fn
+
+
+def _tracking(store: Store, name: str, home: Path, then: OnResult | None) -> OnResult:
+    """After each run, rewrite the experiment's tracking.md (cheap), then call ``then``."""
+    from airlab.report.post import write_tracking
+
+    def on_result(run: dict[str, Any], result: RunResult) -> None:
+        write_tracking(store, name, home)
+        if then:
+            then(run, result)
+
+    return on_result
+
+
+# --------------------------------------------------------------------------- executing runs
+
+
+def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
+                 settings: Settings | None = None, reporter: Reporter | None = None,
+                 retry_failed: bool = False, kind: str = "experiment",
+                 on_result: OnResult | None = None) -> RunCounts:
+    """Choose swept values, run the prerequisites, then every missing run of the spec; store
+    each result as it comes. Analyses nothing (see :func:`run_experiment`)."""
+    settings = settings or get_settings()
     reporter = reporter or SilentReporter()
     if spec.sweep is not None and not spec.sweep_chosen:
-        spec = run_sweep(spec, store, executor, reporter=reporter)
-    plans = plan_runs(spec)
-    exp_id = store.upsert_experiment(spec.name, spec.to_dict(), kind=kind, area=spec.area,
+        spec = run_sweep(spec, store, executor, settings=settings, reporter=reporter,
+                         retry_failed=retry_failed)
+    plans = plan_module.plan_runs(spec, settings)
+    blocked: dict[str, str] = {}  # run key of a plan -> why it cannot run
+    pre = _prerequisites(plans)
+    if pre:
+        pre_counts = _execute(f"{spec.name}.teacher", spec, pre, store, executor,
+                              settings=settings, reporter=reporter, retry_failed=retry_failed,
+                              kind="prerequisite")
+        failed = {r["run_key"]: r["reason"] or "failed" for r in pre_counts.rows
+                  if r["state"] == "failed"}
+        for p in plans:
+            why = [failed[k] for k in _requires(p, pre) if k in failed]
+            if why:
+                blocked[p.run_key] = f"teacher run failed: {why[0]}"
+    return _execute(spec.name, spec, plans, store, executor, settings=settings,
+                    reporter=reporter, retry_failed=retry_failed, kind=kind,
+                    on_result=on_result, blocked=blocked)
+
+
+def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store,
+             executor: Executor, *, settings: Settings, reporter: Reporter,
+             retry_failed: bool, kind: str, on_result: OnResult | None = None,
+             blocked: dict[str, str] | None = None) -> RunCounts:
+    """Store the plans as experiment ``name`` and run those not finished (nor blocked)."""
+    from airlab.run.workloads import get_workload
+
+    spec_dict = spec.to_dict() if name == spec.name else {**spec.to_dict(), "name": name}
+    exp_id = store.upsert_experiment(name, spec_dict, kind=kind, area=spec.area,
                                      workload=spec.workload, hypothesis=spec.hypothesis)
     store.recover_interrupted(exp_id)
     rows = store.ensure_runs(exp_id, [(p.arm, p.seed, p.run_key, p.config.to_dict())
                                       for p in plans])
     todo_states = {"pending", "failed"} if retry_failed else {"pending"}
     todo = [r for r in rows if r["state"] in todo_states]
+    for r in [r for r in todo if r["run_key"] in (blocked or {})]:
+        # A run whose teacher failed is a failed result of its own: stored, never dropped.
+        store.claim(r["id"])
+        store.finish(r["id"], "failed", (blocked or {})[r["run_key"]], {}, [], {})
+    todo = [r for r in todo if r["run_key"] not in (blocked or {})]
     by_id = {r["id"]: r for r in todo}
     for workload, dataset in sorted({(r["config"]["workload"], r["config"]["dataset"])
                                      for r in todo}):
-        get_workload(workload).prepare(dataset)
+        _prepare(get_workload(workload), dataset, settings)  # once per experiment, in the parent
     reporter.start(total=len(rows), done=len(rows) - len(todo))
     jobs = [Job(r["id"], r["config"], spec.timeout_s) for r in todo]
     claimed: set[int] = set()
@@ -95,20 +269,67 @@ def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
     finally:
         reporter.stop()
         store.recover_interrupted(exp_id)  # on Ctrl-C, our unfinished runs go back to pending
-    return RunOutcome(exp_id, len(rows), len(rows) - len(todo), ran, failed)
+    now = {r["id"]: r for r in store.runs(exp_id)}
+    current = [now.get(r["id"], r) for r in rows]  # with the states just stored
+    return RunCounts(exp_id, len(rows), len(rows) - len(todo), ran, failed, current)
 
 
-def sweep_spec(spec: ExperimentSpec) -> ExperimentSpec:
+def counts_of_prerequisites(store: Store, spec: ExperimentSpec) -> RunCounts | None:
+    """Counts of the spec's teacher experiment, when it has one (its cost is shown beside)."""
+    exp = store.experiment(f"{spec.name}.teacher")
+    if exp is None or exp["kind"] != "prerequisite":
+        return None
+    rows = store.runs(exp["id"])
+    fin = sum(r["state"] == "finished" for r in rows)
+    return RunCounts(exp["id"], len(rows), fin, 0, sum(r["state"] == "failed" for r in rows),
+                     rows)
+
+
+def _prerequisites(plans: Sequence[RunPlan]) -> list[RunPlan]:
+    """Runs that must finish first (a distillation teacher), when the planner knows any."""
+    fn = getattr(plan_module, "prerequisites", None)  # added by the planner's teacher runs
+    return list(fn(plans)) if fn is not None else []
+
+
+def _requires(p: RunPlan, pre: Sequence[RunPlan]) -> list[str]:
+    """Run keys of the prerequisites plan ``p`` needs: ``RunPlan.requires`` when the planner
+    gives it, else any prerequisite's run key found among the plan's config values."""
+    keys = getattr(p, "requires", None)
+    if keys is not None:
+        return list(keys)
+    cfg = p.config.to_dict()
+    values = {v for v in [*cfg.values(), *(cfg.get("options") or {}).values()]
+              if isinstance(v, str)}
+    return [q.run_key for q in pre if q.run_key in values]
+
+
+def _prepare(workload: Any, dataset: str, settings: Settings) -> None:
+    """Prepare a dataset once; workloads take the settings (older ones only the dataset)."""
+    if len(inspect.signature(workload.prepare).parameters) >= 2:
+        workload.prepare(dataset, settings)
+    else:
+        workload.prepare(dataset)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_arm_name(arm: str, sweep: Any, value: float) -> str:
+    """The sweep arm of ``arm`` at one value, in the characters arm names allow:
+    ``adamw.lr_0.003`` (mode set), ``adamw.lr_x0.5`` (mode scale)."""
+    return f"{arm}.{sweep.option}_{'x' if sweep.mode == 'scale' else ''}{value:g}"
+
+
+def sweep_spec(spec: ExperimentSpec, settings: Settings | None = None) -> ExperimentSpec:
     """The sweep as an experiment of its own: every arm x every value, short budget."""
-    from airlab.plan import sweep_value
     from airlab.spec import Arm
 
     assert spec.sweep is not None
     sw = spec.sweep
     (unit, amount), = spec.budget.items()
-    sep = "x" if sw.mode == "scale" else "="
-    arms = [Arm(name=f"{arm.name}@{sw.option}{sep}{v:g}", use=arm.use,
-                options={**arm.options, sw.option: sweep_value(spec, arm, v)})
+    arms = [Arm(name=sweep_arm_name(arm.name, sw, v), use=arm.use,
+                options={**arm.options,
+                         sw.option: plan_module.sweep_value(spec, arm, v, settings)})
             for arm in spec.all_arms for v in sw.values]
     return spec.model_copy(update={
         "name": f"{spec.name}.sweep", "hypothesis": f"{sw.option} sweep for {spec.name}",
@@ -117,22 +338,23 @@ def sweep_spec(spec: ExperimentSpec) -> ExperimentSpec:
 
 
 def run_sweep(spec: ExperimentSpec, store: Store, executor: Executor, *,
-              reporter: Reporter | None = None) -> ExperimentSpec:
+              settings: Settings | None = None, reporter: Reporter | None = None,
+              retry_failed: bool = False) -> ExperimentSpec:
     """Run the sweep (reusing finished runs), choose each arm's best value, return the spec
     with the choices recorded in ``sweep_chosen``. Failed sweep runs count as worst."""
     from airlab.analysis.compare import analyze
 
     assert spec.sweep is not None
-    sw_spec = sweep_spec(spec)
-    run_experiment(sw_spec, store, executor, reporter=reporter, kind="sweep")
-    a = analyze(store, sw_spec.name)
+    sw_spec = sweep_spec(spec, settings)
+    counts = execute_runs(sw_spec, store, executor, settings=settings, reporter=reporter,
+                          retry_failed=retry_failed, kind="sweep")
+    a = analyze(store, sw_spec.name, runs=counts.rows)
     sign = 1.0 if spec.direction == "minimize" else -1.0
     chosen: dict[str, float] = {}
     for arm in spec.all_arms:
         best, best_score = spec.sweep.values[0], float("inf")
         for v in spec.sweep.values:
-            sep = "x" if spec.sweep.mode == "scale" else "="
-            row = next(r for r in a.rows if r.arm == f"{arm.name}@{spec.sweep.option}{sep}{v:g}")
+            row = next(r for r in a.rows if r.arm == sweep_arm_name(arm.name, spec.sweep, v))
             mean = row.summary.mean
             score = sign * mean if row.summary.n and mean == mean else float("inf")
             if score < best_score:

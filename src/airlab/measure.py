@@ -5,9 +5,11 @@
 - ``train_seconds``: wall time of training steps only (evaluation excluded).
 - ``tokens_per_s`` / ``samples_per_s``: units trained / train_seconds.
 - ``flops``: analytic training FLOPs = flops_per_unit x units trained (forward + backward).
-- ``peak_mem_mb``: on CPU, the worker process's peak resident set during training (VmHWM, reset
-  just before training starts, so it covers model, optimizer state, activations and the data);
-  on CUDA, torch.cuda.max_memory_allocated.
+- ``peak_mem_mb``: on CPU, the run's own process's peak resident set during training (VmHWM,
+  reset just before training starts, so it covers model, optimizer state, activations and the
+  data). Each run of the local pool is its own process forked from a zygote that has imported
+  torch: its RSS counts the pages of that shared code it touches, as a fresh process would.
+  On CUDA, torch.cuda.max_memory_allocated.
 - ``params``: parameter count (shared tensors once); ``model_bytes``: bytes of parameters and
   persistent buffers as stored (of the deployable model when a technique replaced it).
 - ``latency_ms_b1`` / ``latency_ms_batch``: median wall time of one inference forward pass at
@@ -51,6 +53,18 @@ def peak_memory_mb(device: torch.device) -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if os.uname().sysname == "Darwin" else 1024)
+
+
+def cpu_bf16_units() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then can bf16 autocast
+    be faster than fp32 on CPU; elsewhere it is emulated and slower. Linux flags; else False."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def count_params(model: nn.Module) -> int:

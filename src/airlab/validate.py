@@ -13,29 +13,20 @@ Two caps keep the bands honest: an experiment where no arm shows an improvement 
 most 4 (an A/A check is never "progress"), and 7+ needs every rigor check. Every missing
 point becomes a critique line that names the next action in numbers.
 
-The module also holds the sequential "run until decisive" procedure (:func:`run_until_decisive`).
+Only the rubric lives here: :func:`rate` is a pure function of an Analysis and the runs'
+facts; it runs, reads and stores nothing (the pipeline, airlab.experiment, does that).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from scipy import stats as st
+from typing import Any
 
 from airlab.analysis import stats
-from airlab.analysis.compare import Analysis, ArmRow, analyze
-from airlab.errors import AirlabError
-
-if TYPE_CHECKING:
-    from airlab.executors.base import Executor
-    from airlab.experiment import Reporter
-    from airlab.run.trainer import RunResult
-    from airlab.spec import ExperimentSpec
-    from airlab.store import Store
+from airlab.analysis.compare import Analysis, ArmRow, RunFacts
+from airlab.config import BUDGET_UNITS
 
 RUBRIC_VERSION = "1.0"
 ALPHA = 0.05
@@ -49,8 +40,6 @@ COMPONENT_MAX = {"evidence": 3, "impact": 3, "rigor": 4}
 
 # Later seeds for an experiment that needs more: a fixed list so reruns draw the same ones.
 SEED_SEQUENCE = (42, 137, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-_FALLBACK_DATASETS = ("pycode", "shakespeare", "digits", "mnist", "fashion-mnist")
-_BUDGET_UNITS = ("tokens", "samples", "epochs", "seconds")
 _UNITS = {"val_loss": "nats", "best_val_loss": "nats", "val_bpc": "bits/char"}
 
 # Cost ratios by how far they can be trusted. CI-backed: time-to-target ratios over seeds.
@@ -119,17 +108,6 @@ class Verdict:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class RunFacts:
-    """What the rigor checks need from the stored runs (provenance and resolved configs)."""
-
-    hardware: frozenset[tuple[str, str, str]]  # (host, cpu, device) of every finished run
-    budgets: frozenset[tuple[str, float]]  # (unit, amount) of every run
-    datasets: frozenset[str]
-    missing_provenance: int = 0
-    identical_arms: frozenset[str] = frozenset()  # arms whose configs equal the baseline's
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -168,13 +146,9 @@ def _fmt(x: float) -> str:
 
 def real_datasets() -> set[str]:
     """Names of the registered datasets (all real data); ``file:PATH`` is real too."""
-    try:
-        from airlab.data import describe_datasets
+    from airlab.data import TEXT_CORPORA, VISION_DATASETS
 
-        names = {str(r["name"]) for r in describe_datasets()}
-    except Exception:  # noqa: BLE001 - the registry is optional here; fall back to the list
-        names = set()
-    return names | set(_FALLBACK_DATASETS)
+    return set(TEXT_CORPORA) | set(VISION_DATASETS)
 
 
 def _is_real(dataset: str) -> bool:
@@ -265,38 +239,6 @@ def score_arm(row: ArmRow, base: ArmRow, direction: str, tolerance: float,
 # --------------------------------------------------------------------------- rigor
 
 
-def run_facts(store: Store, name: str) -> RunFacts:
-    """Provenance, budgets and datasets of an experiment's stored runs."""
-    exp = store.experiment(name)
-    if exp is None:
-        raise AirlabError(f"no experiment named '{name}'")
-    hw: set[tuple[str, str, str]] = set()
-    budgets: set[tuple[str, float]] = set()
-    datasets: set[str] = set()
-    missing = 0
-    keys: dict[str, set[str]] = {}
-    for r in store.runs(exp["id"]):
-        keys.setdefault(r["arm"], set()).add(r["run_key"])
-        cfg = r["config"] or {}
-        for unit in _BUDGET_UNITS:
-            if cfg.get(unit) is not None:
-                budgets.add((unit, float(cfg[unit])))
-        if cfg.get("dataset"):
-            datasets.add(str(cfg["dataset"]))
-        if r["state"] != "finished":
-            continue
-        prov = (r["info"] or {}).get("provenance")
-        if not prov:
-            missing += 1
-            continue
-        hw.add((str(prov.get("host", "?")), str(prov.get("cpu", "?")),
-                str(prov.get("gpu") or prov.get("device", "?"))))
-    base_keys = keys.get(exp["spec"]["baseline"]["name"], set())
-    same = frozenset(a for a, k in keys.items() if k == base_keys and a != exp["spec"][
-        "baseline"]["name"])
-    return RunFacts(frozenset(hw), frozenset(budgets), frozenset(datasets), missing, same)
-
-
 def _rigor(a: Analysis, facts: RunFacts | None) -> tuple[dict[str, bool], list[str]]:
     spec = a.spec
     checks: dict[str, bool] = {}
@@ -342,7 +284,7 @@ def _rigor(a: Analysis, facts: RunFacts | None) -> tuple[dict[str, bool], list[s
         (unit, amount), = (spec.get("budget") or {"?": 0.0}).items()
         budgets = {(unit, float(amount))}
         for arm in spec.get("arms", []) + [spec.get("baseline", {})]:
-            for u in _BUDGET_UNITS:
+            for u in BUDGET_UNITS:
                 if u in (arm.get("options") or {}):
                     budgets.add((u, float(arm["options"][u])))
     checks["real_data_matched_budget"] = not fake and len(budgets) == 1
@@ -495,123 +437,3 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
     }
     return Verdict(a.name, rating, band_of(rating), breakdown, critique, best.arm,
                    RUBRIC_VERSION, caps)
-
-
-def rate_experiment(store: Store, name: str, *, save: bool = False,
-                    analysis: Analysis | None = None) -> Verdict:
-    """Analyse, rate and optionally store the verdict of a stored experiment."""
-    a = analysis or analyze(store, name)
-    v = rate(a, run_facts(store, name))
-    if save:
-        from airlab.store.verdicts import save_verdict
-
-        exp = store.experiment(name)
-        assert exp is not None
-        save_verdict(store, exp["id"], rating=v.rating, band=v.band, breakdown=v.breakdown,
-                     critique=v.critique, rubric_version=v.rubric_version, best_arm=v.best_arm)
-    return v
-
-
-# --------------------------------------------------------------------------- until decisive
-
-
-@dataclass
-class Look:
-    """One interim analysis of the sequential procedure."""
-
-    n: int  # seeds per arm at this look
-    alpha: float  # the alpha spent at this look
-    decisions: dict[str, str]  # arm -> better | worse | equivalent | within noise | undecided
-
-    @property
-    def decided(self) -> bool:
-        return bool(self.decisions) and all(d != "undecided" for d in self.decisions.values())
-
-
-@dataclass
-class Decision:
-    experiment: str
-    alpha: float
-    alpha_per_look: float
-    schedule: list[int]  # planned seeds per arm at each look
-    looks: list[Look]
-    seeds: list[int]  # the seeds the experiment ended with
-
-    @property
-    def decided(self) -> bool:
-        return bool(self.looks) and self.looks[-1].decided
-
-
-def look_schedule(start: int, max_seeds: int, step: int) -> list[int]:
-    """Seeds per arm at each planned look: start, start+step, ..., max_seeds (always last)."""
-    if step < 1:
-        raise AirlabError(f"--step must be at least 1, got {step}")
-    if max_seeds <= start:
-        return [start]
-    out = list(range(start, max_seeds, step))
-    return out + [max_seeds]
-
-
-def arm_decision(row: ArmRow, base: ArmRow, direction: str, alpha: float,
-                 tolerance: float = 0.0) -> str:
-    """Whether one arm is decided at this look's alpha (Holm across arms already applied)."""
-    c = row.comparison
-    if c is None or row.p_holm is None or math.isnan(row.p_holm):
-        return "undecided"
-    v = stats.verdict(c, alpha=alpha, adjusted_p=row.p_holm)
-    if v in ("better", "worse"):
-        return v
-    if row.p_holm < alpha:
-        return "within noise"  # significant, yet too small for the seeds rule
-    if tolerance > 0:
-        # Equivalence by two one-sided tests: the (1 - 2 alpha) interval of the paired
-        # difference inside +-tolerance decides "no difference" at the same alpha.
-        b = np.asarray(base.values, dtype=float)
-        x = np.asarray(row.values, dtype=float)
-        if b.size == x.size:
-            d = (x - b)[~(np.isnan(x) | np.isnan(b))]
-            if d.size >= 2:
-                se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
-                half = float(st.t.ppf(1 - alpha, d.size - 1)) * se
-                m = float(np.mean(d))
-                if -tolerance < m - half and m + half < tolerance:
-                    return "equivalent"
-    return "undecided"
-
-
-def run_until_decisive(
-    spec: ExperimentSpec, store: Store, executor: Executor, *, max_seeds: int = 10,
-    step: int = 2, alpha: float = ALPHA, reporter: Reporter | None = None,
-    on_result: Callable[[dict[str, Any], RunResult], None] | None = None,
-    on_look: Callable[[Look], None] | None = None,
-) -> Decision:
-    """Add seeds until every arm is decided or ``max_seeds`` per arm is reached.
-
-    Looks happen at the seed counts of :func:`look_schedule`. The overall alpha is split
-    evenly over the K planned looks (Bonferroni, alpha/K each; Holm across arms inside a look),
-    so the chance of any false "better"/"worse"/"equivalent" over all arms and all looks stays
-    at most ``alpha`` whatever the correlation between looks. New seeds continue SEED_SEQUENCE;
-    finished runs are reused, so stopping and calling again resumes.
-    """
-    if not spec.arms:
-        raise AirlabError(f"experiment '{spec.name}' has no arm to decide on",
-                          "add at least one arm besides the baseline")
-    from airlab.experiment import run_experiment
-
-    schedule = look_schedule(len(spec.seeds), max_seeds, step)
-    per_look = alpha / len(schedule)
-    seeds = list(spec.seeds) + next_seeds(spec.seeds, max(0, schedule[-1] - len(spec.seeds)))
-    looks: list[Look] = []
-    for n in schedule:
-        current = spec.model_copy(update={"seeds": seeds[:n]})
-        run_experiment(current, store, executor, reporter=reporter, on_result=on_result)
-        a = analyze(store, spec.name)
-        look = Look(n, per_look, {r.arm: arm_decision(r, a.baseline, a.direction, per_look,
-                                                      spec.tolerance)
-                                  for r in a.rows[1:]})
-        looks.append(look)
-        if on_look:
-            on_look(look)
-        if look.decided:
-            break
-    return Decision(spec.name, alpha, per_look, schedule, looks, seeds[:looks[-1].n])

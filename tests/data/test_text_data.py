@@ -48,9 +48,19 @@ def test_shakespeare_from_shared_data(shared_data):
         corpus.decode([0, 65])
 
 
-def test_shakespeare_data_dir_from_env(shared_data, monkeypatch):
+def test_shakespeare_data_dir_from_settings_not_from_env(shared_data, monkeypatch, tmp_path):
+    # The loader never reads the environment: AIRLAB_DATA_DIR reaches it through Settings,
+    # resolved once by the caller, so --home / --data-dir decide every folder.
+    from airlab.settings import get_settings
+
     monkeypatch.setenv("AIRLAB_DATA_DIR", str(shared_data))
-    assert load_text("shakespeare").sha256 == SHAKESPEARE_SHA256
+    with pytest.raises(AirlabError, match="tinyshakespeare not found"):
+        load_text("shakespeare")
+    s = get_settings(home=tmp_path / "lab")
+    assert s.data_dir == shared_data and s.cache_dir == tmp_path / "lab" / "cache"
+    corpus = load_text("shakespeare", data_dir=s.data_dir, cache_dir=s.cache_dir)
+    assert corpus.sha256 == SHAKESPEARE_SHA256
+    assert not s.cache_dir.exists()  # found locally: nothing downloaded or cached
 
 
 def test_shakespeare_memoised(shared_data):

@@ -1,6 +1,8 @@
 """The `airlab` command as a user runs it: a real subprocess, a real store."""
 
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import MICRO
 
-AIRLAB = [sys.executable, "-m", "airlab"]
+# The installed console script, as a user runs it (not `python -m`, not an in-process runner).
+_SCRIPT = shutil.which("airlab", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(_SCRIPT is None, reason="the airlab console script is not "
+                                "installed (pip install -e .)")
+AIRLAB = [str(_SCRIPT)]
 
 
 def airlab(*args: str, db: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -112,12 +118,22 @@ def test_sigkill_mid_experiment_then_rerun_finishes_exactly_once(tmp_path: Path)
     before = _states(db)
     assert before.count("finished") >= 2 and len(before) == 6
     assert before.count("finished") < 6, "the experiment finished before the kill; test is void"
+    con = sqlite3.connect(db)
+    done_before = dict(con.execute("select id, finished_at from runs where state='finished'"))
+    con.close()
     p = airlab("run", str(spec), db=url)
     assert p.returncode == 0, p.stderr
     after = _states(db)
     assert len(after) == 6 and after.count("finished") == 6
-    assert "reused" in p.stdout
+    # The summary's counts are the store's: the runs finished before the kill were reused
+    # (not executed again: same finish time, one attempt), the others were executed now.
+    m = re.search(r"6 runs planned, (\d+) reused, (\d+) run \((\d+) failed\)", p.stdout)
+    assert m, p.stdout
+    assert (int(m[1]), int(m[2]), int(m[3])) == (len(done_before), 6 - len(done_before), 0)
     con = sqlite3.connect(db)
+    for run_id, finished_at in done_before.items():
+        assert con.execute("select finished_at, attempts from runs where id=?",
+                           (run_id,)).fetchone() == (finished_at, 1)
     # No run is duplicated and finished runs were not run again.
     assert con.execute("select count(distinct arm || run_key) from runs").fetchone()[0] == 6
     assert con.execute("select max(attempts) from runs where state='finished'").fetchone()[0] <= 2
@@ -126,6 +142,76 @@ def test_sigkill_mid_experiment_then_rerun_finishes_exactly_once(tmp_path: Path)
                     "(select 1 from metrics m where m.run_id=r.id and m.name='val_loss') and "
                     "exists (select 1 from curves c where c.run_id=r.id)").fetchone()[0]
     assert n == 6
+    finished_at = dict(con.execute("select id, finished_at from runs"))
+    con.close()
     again = airlab("run", str(spec), db=url)
-    assert "6 reused, 0 run" in again.stdout
+    assert "6 runs planned, 6 reused, 0 run (0 failed)" in again.stdout
+    con = sqlite3.connect(db)
+    assert dict(con.execute("select id, finished_at from runs")) == finished_at  # none ran
     assert "better" in again.stdout or "no difference" in again.stdout or "worse" in again.stdout
+
+
+SLOW_SPEC = """\
+name: retrytest
+hypothesis: a run that timed out is run again by --retry-failed
+dataset: pycode
+budget: {seconds: 3}
+options: {n_layer: 1, n_head: 2, n_embd: 32, block_size: 32, batch_size: 8, warmup_steps: 5,
+          eval_points: 2, eval_tokens: 1024}
+seeds: [1]
+"""
+
+
+def test_retry_failed_reruns_a_failed_run(tmp_path: Path) -> None:
+    spec = tmp_path / "retry.yaml"
+    # A real failure: a one-second time limit on a run that trains for three seconds.
+    spec.write_text(SLOW_SPEC)
+    url = f"sqlite:///{tmp_path / 'retry.db'}"
+    first = airlab("run", str(spec), "--timeout", "1", db=url)
+    assert first.returncode == 0, first.stderr
+    con = sqlite3.connect(tmp_path / "retry.db")
+    assert con.execute("select state, attempts from runs").fetchall() == [("failed", 1)]
+    con.close()
+    assert "--retry-failed" in first.stdout  # the critique says what to do
+    plain = airlab("run", str(spec), db=url)  # without the flag a failed run stays failed
+    assert plain.returncode == 0 and "1 runs planned, 1 reused, 0 run" in plain.stdout
+    retried = airlab("run", str(spec), "--retry-failed", db=url)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 runs planned, 0 reused, 1 run (0 failed)" in retried.stdout
+    con = sqlite3.connect(tmp_path / "retry.db")
+    assert con.execute("select state, attempts from runs").fetchall() == [("finished", 2)]
+
+
+def test_check_plans_without_training(tmp_path: Path, db_url: str) -> None:
+    spec = tmp_path / "kill.yaml"
+    spec.write_text(SPEC)
+    p = airlab("check", str(spec), db=db_url)
+    assert p.returncode == 0, p.stderr
+    assert "killtest: 2 arms x 3 seeds = 6 runs" in p.stdout
+    assert "arm rope [rope]: model.positions: None -> rope" in p.stdout
+    assert not (tmp_path / "lab.db").exists()  # nothing stored, nothing trained
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPEC.replace("use: [rope]", "use: [ropee]"))
+    one_line_error(airlab("check", str(bad), db=db_url), "bad.yaml:9", "'ropee'", "'rope'")
+
+
+def test_home_reaches_the_data_cache(tmp_path: Path, shared_data: Path) -> None:
+    # --home decides the cache, in the parent and in the worker, even with an inherited
+    # AIRLAB_CACHE_DIR: Tiny Shakespeare placed only in <home>/cache is found there, offline.
+    home = tmp_path / "lab2"
+    (home / "cache" / "tinyshakespeare").mkdir(parents=True)
+    shutil.copyfile(shared_data / "tinyshakespeare" / "input.txt",
+                    home / "cache" / "tinyshakespeare" / "input.txt")
+    env = {k: v for k, v in os.environ.items() if k != "AIRLAB_DATA_DIR"}
+    env.update(AIRLAB_CACHE_DIR=str(tmp_path / "elsewhere"),
+               AIRLAB_SHAKESPEARE_URL="http://127.0.0.1:9/input.txt")  # nothing listens there
+    args = ["train", "charlm", "--dataset", "shakespeare", "--tokens", "2000", *MICRO_FLAGS]
+    p = subprocess.run(AIRLAB + ["--home", str(home), *args], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "state: finished" in p.stdout
+    assert not (tmp_path / "elsewhere").exists()
+    # Without --home the same command looks in AIRLAB_CACHE_DIR, finds nothing and says where.
+    q = subprocess.run(AIRLAB + ["--db", f"sqlite:///{tmp_path / 'other.db'}", *args],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert q.returncode != 0 and str(tmp_path / "elsewhere") in q.stdout + q.stderr

@@ -22,6 +22,11 @@ def test_sweep_chooses_per_arm_and_is_recorded(db_url: str) -> None:
     assert sweep is not None and sweep["kind"] == "sweep"
     sruns = store.runs(sweep["id"])
     assert len(sruns) == 4 and all(r["config"]["tokens"] == 2000 for r in sruns)
+    assert {r["arm"] for r in sruns} == {"adamw.lr_0.0001", "adamw.lr_0.003", "sgd.lr_0.0001",
+                                         "sgd.lr_0.003"}
+    # The experiment (not its sweep) was analysed once and rated; the outcome carries both.
+    assert out.analysis is not None and [r.arm for r in out.analysis.rows] == ["adamw", "sgd"]
+    assert out.verdict is not None and out.verdict.experiment == "opt"
     stored = ExperimentSpec(**store.experiment("opt")["spec"])
     # On a 4k-token budget the larger lr is better for AdamW: the sweep must have found that.
     assert stored.sweep_chosen["adamw"] == 3e-3

@@ -36,6 +36,8 @@ def test_run_measures_what_it_promises() -> None:
     assert m["flops"] > 6 * m["params"] * 8192 * 0.9
     assert m["peak_mem_mb"] > 10 and m["model_bytes"] == 4 * m["params"]
     assert r.info["eval_tokens"] == 1024 and r.info["provenance"]["versions"]["torch"]
+    # Energy comes from airlab.energy and says where it came from, in info (stored with the run).
+    assert m["energy_kwh_est"] > 0 and r.info["energy_source"].startswith("estimate: ")
 
 
 def test_nan_or_exploding_loss_fails_the_run_with_the_step() -> None:
@@ -43,6 +45,18 @@ def test_nan_or_exploding_loss_fails_the_run_with_the_step() -> None:
     assert r.state == "failed"
     assert r.reason.startswith("diverged at step ")
     assert r.curve and r.curve[0]["step"] == 0  # the partial curve is kept
+
+
+def test_divergence_is_reported_at_the_exact_step_although_losses_sync_in_groups() -> None:
+    # Constant lr, no warmup: the trajectory does not depend on the budget, so a run stopped one
+    # step before the reported step must finish, and one stopped at it must fail there.
+    kw = dict(lr=50.0, min_lr=0.0, grad_clip=0.0, warmup_steps=0, schedule="constant")
+    r = train(micro(tokens=20000, **kw))
+    assert r.state == "failed"
+    n = int(r.reason.split()[3].rstrip(":"))
+    assert train(micro(tokens=256 * (n - 1), **kw)).state == "finished"
+    again = train(micro(tokens=256 * n, **kw))
+    assert again.state == "failed" and again.reason == r.reason
 
 
 def test_time_budget_stops_and_evaluates_at_the_end() -> None:

@@ -9,47 +9,46 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from conftest import MICRO
 
-from airlab.config import TrainConfig
-from airlab.executors.base import Job
+from airlab.executors.inprocess import InProcessExecutor
 from airlab.experiment import run_experiment
-from airlab.run.trainer import RunResult, train
+from airlab.settings import get_settings
 from airlab.spec import Arm, ExperimentSpec
 from airlab.store import Store
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-AIRLAB = [sys.executable, "-m", "airlab"]
 
 
-class InProcess:
-    """Runs jobs in this process with one thread: the micro runs take a fraction of a second."""
-
-    def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
-        for job in jobs:
-            yield job, train(TrainConfig(**job.config))
+def _airlab() -> list[str]:
+    """The installed console script, as a user runs it."""
+    found = shutil.which("airlab", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip("the airlab console script is not installed (pip install -e .)")
+    return [found]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
-    """A store with one real micro experiment: baseline and rope, 2 seeds each."""
+    """A store with one real micro experiment: baseline and rope, 2 seeds each (not rated)."""
     root = tmp_path_factory.mktemp("lab")
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     store = Store(f"sqlite:///{root / 'lab.db'}")
+    settings = get_settings(db=store.url, home=root / "home")
     spec = ExperimentSpec(name="micro", hypothesis="RoPE beats learned positions at 3k tokens.",
                           area="efficient_arch", dataset="pycode", budget={"tokens": 3000},
                           options=dict(MICRO), baseline=Arm(name="learned"),
                           arms=[Arm(name="rope", use=["rope"])], seeds=[42, 137])
-    run_experiment(spec, store, InProcess())
+    run_experiment(spec, store, InProcessExecutor(settings=settings), settings=settings,
+                   rate=False)
     torch.set_num_threads(old)
     yield store, root
 
@@ -137,8 +136,8 @@ def test_experiment_folder_has_every_phase(lab: tuple[Store, Path], tmp_path: Pa
 
 
 def test_tracker_counts_areas_ratings_and_bests(lab: tuple[Store, Path]) -> None:
+    from airlab.experiment import rate_experiment
     from airlab.report.tracker import ROADMAP_AREAS, lab_status, render_status
-    from airlab.validate import rate_experiment
 
     store, _ = lab
     rate_experiment(store, "micro", save=True)
@@ -167,8 +166,8 @@ def test_cli_status_verdict_and_export(lab: tuple[Store, Path], tmp_path: Path) 
     store, _ = lab
     home = tmp_path / "home"
     env = {**os.environ, "COLUMNS": "200", "AIRLAB_HOME": str(home)}
-    # One real subprocess: `python -m airlab.cli` registers the commands on __main__'s app.
-    s = subprocess.run([*AIRLAB, "--db", store.url, "status"], capture_output=True, text=True,
+    # One real subprocess through the installed console script.
+    s = subprocess.run([*_airlab(), "--db", store.url, "status"], capture_output=True, text=True,
                        timeout=120, env=env)
     assert s.returncode == 0, s.stderr
     assert "roadmap checklist" in s.stdout and "research velocity" in s.stdout

@@ -12,24 +12,15 @@ import pytest
 from conftest import MICRO
 
 from airlab.analysis import stats
-from airlab.analysis.compare import Analysis, ArmRow
+from airlab.analysis.compare import Analysis, ArmRow, RunFacts
+from airlab.decide import Look, look_schedule, run_until_decisive
 from airlab.executors.base import Job
 from airlab.executors.inprocess import InProcessExecutor
-from airlab.experiment import run_experiment
-from airlab.run.trainer import RunResult
+from airlab.experiment import rate_experiment, run_experiment
+from airlab.run.result import RunResult
 from airlab.spec import Arm, ExperimentSpec
-from airlab.store import Store
-from airlab.store.verdicts import latest_verdicts, list_verdicts
-from airlab.validate import (
-    Look,
-    RunFacts,
-    band_of,
-    look_schedule,
-    next_seeds,
-    rate,
-    rate_experiment,
-    run_until_decisive,
-)
+from airlab.store import Store, latest_verdicts, list_verdicts
+from airlab.validate import band_of, next_seeds, rate
 
 FACTS = RunFacts(frozenset({("host", "cpu", "cpu")}), frozenset({("tokens", 3000.0)}),
                  frozenset({"pycode"}))
@@ -142,6 +133,7 @@ class InProcess(InProcessExecutor):
     """The real in-process executor, counting the runs it executes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.ran: list[tuple[str, int]] = []
 
     def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
@@ -160,8 +152,9 @@ def micro_spec(name: str, arms: list[Arm], seeds: list[int]) -> ExperimentSpec:
 def test_a_a_with_real_runs_is_never_rated_an_improvement(db_url: str) -> None:
     store = Store(db_url)
     spec = micro_spec("aa", [Arm(name="same")], [42, 137, 256])
-    run_experiment(spec, store, InProcess())
-    v = rate_experiment(store, "aa", save=True)
+    out = run_experiment(spec, store, InProcess())  # rates once and stores the verdict
+    v = out.verdict
+    assert v is not None and v == rate_experiment(store, "aa")  # deterministic, not saved
     assert v.rating <= 4 and v.band == "needs work"
     assert v.breakdown["rigor"]["points"] == 4  # a rigorous null result is still not progress
     assert any("A/A" in c for c in v.critique)
@@ -172,6 +165,68 @@ def test_a_a_with_real_runs_is_never_rated_an_improvement(db_url: str) -> None:
     assert stored[0]["critique"] == v.critique and stored[0]["rubric_version"]
     rate_experiment(store, "aa", save=True)
     assert len(list_verdicts(store)) == 2 and len(latest_verdicts(store)) == 1
+
+
+class KilledOnce(InProcess):
+    """Runs every job for real, except the first one ever given: its worker "dies" before it
+    starts, and the result is what the local executor yields for a killed worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed = False
+
+    def run(self, jobs: Sequence[Job], on_event: Any = None) -> Iterator[tuple[Job, RunResult]]:
+        jobs = list(jobs)
+        if jobs and not self.killed:
+            self.killed = True
+            yield jobs[0], RunResult.failed("worker killed by signal 9", infra=True)
+            jobs = jobs[1:]
+        yield from super().run(jobs, on_event)
+
+
+def test_retry_failed_reexecutes_the_failed_run_and_only_it(db_url: str) -> None:
+    store = Store(db_url)
+    spec = micro_spec("retry", [Arm(name="rope", use=["rope"])], [42, 137])
+    ex = KilledOnce()
+    first = run_experiment(spec, store, ex)
+    assert (first.planned, first.ran, first.failed) == (4, 4, 1) and len(ex.ran) == 3
+    assert first.verdict is not None and any("--retry-failed" in c
+                                             for c in first.verdict.critique)
+    (lost,) = [r for r in store.runs(first.experiment_id) if r["state"] == "failed"]
+    # A plain rerun leaves the failed run alone...
+    again = run_experiment(spec, store, ex)
+    assert (again.reused, again.ran) == (4, 0) and len(ex.ran) == 3
+    # ... --retry-failed executes it (and nothing else) and the rubric sees no failure.
+    retried = run_experiment(spec, store, ex, retry_failed=True)
+    assert (retried.reused, retried.ran, retried.failed) == (3, 1, 0)
+    assert ex.ran[3:] == [("", lost["seed"])]
+    row = next(r for r in store.runs(first.experiment_id) if r["id"] == lost["id"])
+    assert row["state"] == "finished" and row["attempts"] == 2
+    assert retried.verdict is not None
+    assert retried.verdict.breakdown["rigor"]["checks"]["no_failures"] is True
+    assert retried.analysis is not None and all(r.finished == 2 for r in retried.analysis.rows)
+
+
+def test_a_failed_teacher_fails_only_its_students_and_is_retried(db_url: str) -> None:
+    store = Store(db_url)
+    spec = micro_spec("kd", [Arm(name="kd", use=["distill"],
+                                 options={"kd_teacher_tokens": 3000})], [42, 137])
+    ex = KilledOnce()  # the first job is the first teacher (prerequisites run first)
+    out = run_experiment(spec, store, ex)
+    assert out.prerequisites is not None and out.prerequisites.failed == 1
+    teacher = store.experiment("kd.teacher")
+    assert teacher is not None and teacher["kind"] == "prerequisite"
+    (dead,) = [r for r in store.runs(teacher["id"]) if r["state"] == "failed"]
+    runs = {(r["arm"], r["seed"]): r for r in store.runs(out.experiment_id)}
+    student = runs[("kd", dead["seed"])]
+    assert student["state"] == "failed"
+    assert student["reason"] == "teacher run failed: worker killed by signal 9"
+    assert all(r["state"] == "finished" for k, r in runs.items() if k != ("kd", dead["seed"]))
+    assert len(ex.ran) == 4  # one teacher and three students executed; that one never ran
+    again = run_experiment(spec, store, ex, retry_failed=True)
+    assert again.prerequisites is not None and again.prerequisites.failed == 0
+    assert (again.reused, again.ran, again.failed) == (3, 1, 0) and len(ex.ran) == 6
+    assert all(r["state"] == "finished" for r in store.runs(teacher["id"]))
 
 
 # --------------------------------------------------------------------------- until decisive

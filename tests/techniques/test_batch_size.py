@@ -13,6 +13,7 @@ from airlab.errors import AirlabError
 from airlab.plan import plan_runs, resolve
 from airlab.run.trainer import train
 from airlab.run.workloads import get_workload
+from airlab.settings import get_settings
 from airlab.spec import Arm, ExperimentSpec
 from airlab.techniques.batch_size import measure_noise_scale, noise_scale_from_norms
 
@@ -109,7 +110,7 @@ def test_noise_scale_on_a_micro_gpt(shared_data) -> None:
     assert m["grad_norm_sq"] > 0 and m["grad_trace_cov"] > 0
     # Called directly: no gradients are left behind and the model is back in train mode.
     cfg = resolve(budget={"tokens": 4000}, use=["noise_scale"], options=MICRO)
-    task = get_workload("charlm").setup(cfg, torch.device("cpu"))
+    task = get_workload("charlm").setup(cfg, torch.device("cpu"), get_settings())
     task.model.eval()
     out = measure_noise_scale(task.model, task, n_batches=4)
     assert out["gns_b_simple"] > 0

@@ -3,7 +3,7 @@
 import pytest
 from conftest import MICRO
 
-from airlab.plan import resolve
+from airlab.plan import RunPlan, prerequisites, resolve
 from airlab.run.trainer import train
 
 
@@ -19,7 +19,10 @@ def test_muon_newton_schulz_flops_are_counted() -> None:
 
 def test_distillation_counts_the_teacher_forward_passes() -> None:
     plain = train(resolve(budget={"tokens": 1024}, options=MICRO))
-    kd = train(resolve(budget={"tokens": 1024}, use=["distill"], options=MICRO))
+    cfg = resolve(budget={"tokens": 1024}, use=["distill"], options=MICRO)
+    for pre in prerequisites([RunPlan("e", "kd", cfg.seed, cfg)]):
+        assert train(pre.config).state == "finished"  # the teacher: a run of its own
+    kd = train(cfg)
     teacher_forward_per_token = kd.metrics["teacher_forward_flops"] / kd.metrics["tokens"]
     assert kd.info["extra_flops_per_unit"] == pytest.approx(teacher_forward_per_token)
     assert kd.metrics["flops"] == pytest.approx(

@@ -1,23 +1,26 @@
-"""Knowledge distillation: the loss by hand, the teacher trained once and reused from the
-on-disk cache (its cost always reported), and distilled students for both workloads."""
+"""Knowledge distillation: the loss by hand, the teacher as a planned run of its own (saved
+weights, reused by every student, its cost always reported), distilled students for both
+workloads."""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import MICRO
 
-from airlab.plan import resolve
+from airlab.config import TrainConfig
+from airlab.errors import AirlabError
+from airlab.plan import RunPlan, prerequisites, resolve
+from airlab.run.result import RunResult
 from airlab.run.trainer import train
 from airlab.techniques import distillation as kd
 
 TEACHER_METRICS = ("teacher_train_seconds", "teacher_flops", "teacher_val_loss",
-                   "teacher_params", "teacher_cached", "teacher_forward_flops")
+                   "teacher_params", "teacher_forward_flops")
 
 
 
@@ -49,6 +52,7 @@ def test_teacher_config_is_larger_and_follows_the_student() -> None:
     tiny = kd.teacher_config(resolve(budget={"tokens": 4000}, use=["distill"]))
     assert tiny.model == {"n_layer": 6, "n_embd": 192, "block_size": 64}
     assert tiny.tokens == 8000 and tiny.techniques == () and tiny.options == {}
+    assert tiny.save_model and tiny.code == {}
     micro = kd.teacher_config(resolve(budget={"tokens": 4000}, use=["distill"],
                                       options={**MICRO, "kd_teacher_tokens": 6000}))
     assert micro.model == {"n_layer": 2, "n_head": 2, "n_embd": 48, "block_size": 32}
@@ -62,33 +66,56 @@ def test_teacher_config_is_larger_and_follows_the_student() -> None:
     assert cnn.model == {"channels": [32, 64], "hidden": 128} and cnn.epochs == 2
 
 
-def test_teacher_trained_once_then_loaded_from_cache(_lab: Path) -> None:
+def _with_teacher(cfg: TrainConfig) -> tuple[RunResult, list[RunResult]]:
+    """Train the run's prerequisites (its teacher) first, then the run, as the pipeline does."""
+    teachers = [train(p.config) for p in prerequisites([RunPlan("t", "kd", cfg.seed, cfg)])]
+    return train(cfg), teachers
+
+
+def test_teacher_is_a_planned_run_keyed_in_the_students_options(_lab: Path) -> None:
     cfg = resolve(budget={"tokens": 4000}, use=["distill"], options=MICRO)
-    t0 = time.perf_counter()
-    first = train(cfg)
-    t1 = time.perf_counter()
-    second = train(cfg)
-    t2 = time.perf_counter()
+    plans = [RunPlan("e", "kd", cfg.seed, cfg), RunPlan("e", "kd2", cfg.seed, cfg)]
+    [teacher] = prerequisites(plans)  # deduplicated by run key
+    assert teacher.experiment == "e.teacher" and teacher.config.save_model
+    assert teacher.config.techniques == () and teacher.run_key == cfg.options["teacher_key"]
+    # Another seed: another teacher (the student's seed varies everything, its teacher too).
+    other = resolve(budget={"tokens": 4000}, use=["distill"], seed=7, options=MICRO)
+    assert other.options["teacher_key"] != cfg.options["teacher_key"]
+    assert len(prerequisites([*plans, RunPlan("e", "kd", 7, other)])) == 2
+    # A changed teacher recipe is a changed student.
+    bigger = resolve(budget={"tokens": 4000}, use=["distill"],
+                     options={**MICRO, "kd_teacher_tokens": 9000})
+    assert bigger.run_key != cfg.run_key
+    with pytest.raises(AirlabError, match="set by the lab"):
+        resolve(budget={"tokens": 4000}, use=["distill"],
+                options={**MICRO, "teacher_key": "abc"})
+
+
+def test_student_without_its_teacher_fails_clearly() -> None:
+    cfg = resolve(budget={"tokens": 2000}, use=["distill"], options=MICRO)
+    with pytest.raises(AirlabError, match="teacher's weights .* are missing"):
+        train(cfg)
+
+
+def test_teacher_saved_once_and_loaded_by_every_student(_lab: Path) -> None:
+    cfg = resolve(budget={"tokens": 4000}, use=["distill"], options=MICRO)
+    first, [teacher] = _with_teacher(cfg)
+    second = train(cfg)  # the teacher's files are there: no teacher training at all
+    assert teacher.state == first.state == second.state == "finished"
+    folder = _lab / "artifacts" / cfg.options["teacher_key"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cost.json", "model.pt"]
     a, b = first.metrics, second.metrics
-    assert first.state == second.state == "finished"
-    assert a["teacher_cached"] == 0 and b["teacher_cached"] == 1
-    for k in ("teacher_val_loss", "teacher_train_seconds", "teacher_flops", "teacher_params"):
-        assert a[k] == b[k], k  # the cached teacher carries its original cost
-    # The same teacher and the global RNGs restored: the student run is reproduced exactly.
-    assert a["val_loss"] == b["val_loss"]
-    assert t2 - t1 < t1 - t0  # no teacher training the second time
-    print(f"\nteacher {a['teacher_params']:.0f} params, trained in "
-          f"{a['teacher_train_seconds']:.2f} s; student run {t1 - t0:.2f} s -> "
-          f"{t2 - t1:.2f} s with the cache")
-    files = sorted(p.suffix for p in (_lab / "teachers").iterdir())
-    assert files == [".json", ".lock", ".pt"]  # one teacher, no stray temp files
-    other_seed = train(resolve(budget={"tokens": 4000}, use=["distill"], seed=7, options=MICRO))
-    assert other_seed.metrics["teacher_cached"] == 0  # one teacher per seed
+    tm = teacher.metrics
+    # The teacher's own run's cost is what the students report: nothing hidden.
+    assert a["teacher_train_seconds"] == tm["train_seconds"] == b["teacher_train_seconds"]
+    assert a["teacher_flops"] == tm["flops"] and a["teacher_val_loss"] == tm["val_loss"]
+    assert a["teacher_params"] == tm["params"]
+    assert a["val_loss"] == b["val_loss"]  # same teacher, same seed: the same student
 
 
 def test_distilled_student_reports_teacher_cost() -> None:
-    r = train(resolve(budget={"tokens": 4000}, use=["distill"],
-                      options={**MICRO, "kd_alpha": 0.7, "kd_temperature": 3.0}))
+    r, _ = _with_teacher(resolve(budget={"tokens": 4000}, use=["distill"],
+                                 options={**MICRO, "kd_alpha": 0.7, "kd_temperature": 3.0}))
     m = r.metrics
     assert r.state == "finished" and math.isfinite(m["val_loss"])
     assert all(k in m and math.isfinite(m[k]) for k in TEACHER_METRICS)
@@ -97,25 +124,22 @@ def test_distilled_student_reports_teacher_cost() -> None:
 
 
 def test_distill_vision_cnn() -> None:
-    r = train(resolve(workload="vision", preset="cnn", budget={"epochs": 1}, use=["distill"]))
+    r, [t] = _with_teacher(resolve(workload="vision", preset="cnn", budget={"epochs": 1},
+                                   use=["distill"]))
     m = r.metrics
-    assert r.state == "finished" and math.isfinite(m["val_loss"])
-    assert m["teacher_cached"] == 0 and m["teacher_params"] > 2 * m["params"]
+    assert r.state == t.state == "finished" and math.isfinite(m["val_loss"])
+    assert m["teacher_params"] > 2 * m["params"] == 2 * m["params_deployed"]
 
 
-def test_lock_makes_a_second_worker_wait(tmp_path: Path) -> None:
-    lock = tmp_path / "t.lock"
-    got: list[float] = []
+def test_no_training_loop_outside_the_trainer() -> None:
+    """One training loop: nothing outside airlab/run steps an optimizer, and no technique or
+    model module imports the run layer (so none can start a run nested in a run)."""
+    import airlab
 
-    def second() -> None:
-        with kd._exclusive(lock):
-            got.append(time.perf_counter())
-
-    with kd._exclusive(lock):
-        th = threading.Thread(target=second)
-        th.start()
-        time.sleep(0.3)
-        released = time.perf_counter()
-        assert not got  # still waiting
-    th.join(5)
-    assert got and got[0] >= released
+    root = Path(airlab.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        if path.parent != root / "run":
+            assert ".step()" not in text, path
+        if path.parent.name in ("techniques", "models"):
+            assert not re.search(r"^\s*(from|import) airlab\.run", text, re.M), path

@@ -13,8 +13,9 @@ from torch import nn
 
 from airlab.errors import AirlabError
 from airlab.models import build_gpt
+from airlab.models.precision import autocast
 from airlab.plan import resolve
-from airlab.run.trainer import _autocast, train
+from airlab.run.trainer import train
 from airlab.techniques import get_technique
 
 GPT_FIELDS = {k: MICRO[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
@@ -45,7 +46,7 @@ def test_bf16_autocast_runs_the_matmuls_in_bf16() -> None:
         losses: list[torch.Tensor] = []
 
         def forward(cfg=cfg, losses=losses) -> None:
-            with _autocast(cfg, device):  # the very context the trainer wraps the loss in
+            with autocast(cfg.precision, device):  # the context the trainer wraps the loss in
                 losses.append(model(x, x)[1])
 
         assert _linear_output_dtypes(model, forward) == want

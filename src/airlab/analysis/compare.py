@@ -1,13 +1,20 @@
-"""Arm-versus-baseline analysis of a stored experiment: one row per arm, Holm across arms."""
+"""Arm-versus-baseline analysis of a stored experiment: one row per arm, Holm across arms.
+
+Reads only the store: the experiment's current runs are the rows the pipeline stored for the
+spec's arms and seeds (never planned again here), and :func:`run_facts` gives the rubric the
+provenance, budgets and datasets of those runs.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from airlab.analysis import stats
 from airlab.analysis.efficiency import ArmEfficiency, arm_efficiency
+from airlab.config import BUDGET_UNITS
 from airlab.errors import AirlabError, did_you_mean
 from airlab.store import Store
 
@@ -49,17 +56,55 @@ class Analysis:
         return self.rows[0]
 
 
-def analyze(store: Store, name: str) -> Analysis:
+@dataclass(frozen=True)
+class RunFacts:
+    """What the rubric's rigor checks need from the stored runs (provenance, resolved configs)."""
+
+    hardware: frozenset[tuple[str, str, str]]  # (host, cpu, device) of every finished run
+    budgets: frozenset[tuple[str, float]]  # (unit, amount) of every run
+    datasets: frozenset[str]
+    missing_provenance: int = 0
+    identical_arms: frozenset[str] = frozenset()  # arms whose configs equal the baseline's
+
+
+def _experiment(store: Store, name: str) -> dict[str, Any]:
     exp = store.experiment(name)
     if exp is None:
         known = [e["name"] for e in store.experiments()]
         raise AirlabError(f"no experiment named '{name}' in {store.url}", did_you_mean(name, known))
+    return exp
+
+
+def current_runs(rows: Sequence[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored rows that belong to the spec as it is now, without planning it again.
+
+    Rows of arms or seeds the spec no longer has are left out. When an edited spec left an
+    older row of the same (arm, seed) behind, the newest row (highest id: the pipeline inserts
+    a row when a run key first appears) is the current one. Pass the rows the pipeline just
+    ensured to :func:`analyze` to skip this guess.
+    """
+    arms = {spec["baseline"]["name"], *(a["name"] for a in spec.get("arms", []))}
+    seeds = set(spec.get("seeds", []))
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["arm"], r["seed"])
+        if r["arm"] in arms and r["seed"] in seeds and (
+                key not in newest or r["id"] > newest[key]["id"]):
+            newest[key] = r
+    return sorted(newest.values(), key=lambda r: r["id"])
+
+
+def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = None
+            ) -> Analysis:
+    """Analyse a stored experiment. ``runs``: its current rows when the caller knows them (the
+    pipeline does: the rows it ensured); else :func:`current_runs` picks them from the store."""
+    exp = _experiment(store, name)
     spec = exp["spec"]
     metric = spec.get("metric", "val_loss")
     direction = spec.get("direction", "minimize")
     seeds = list(spec.get("seeds", []))
     arm_names = [spec["baseline"]["name"], *[a["name"] for a in spec.get("arms", [])]]
-    current = _current_runs(store, exp["id"], spec)
+    current = list(runs) if runs is not None else current_runs(store.runs(exp["id"]), spec)
     all_metrics = store.metrics([r["id"] for r in current])
 
     rows: list[ArmRow] = []
@@ -120,14 +165,34 @@ def _attach_efficiency(store: Store, rows: list[ArmRow], metric: str, direction:
                                         base.means, row.means)
 
 
-def _current_runs(store: Store, experiment_id: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs of the spec as it is now (an edited spec leaves older runs stored but unused)."""
-    from airlab.plan import plan_runs
-    from airlab.spec import ExperimentSpec
-
-    runs = store.runs(experiment_id)
-    try:
-        wanted = {(p.arm, p.run_key) for p in plan_runs(ExperimentSpec(**spec))}
-    except AirlabError:
-        return runs  # the spec no longer resolves (e.g. a removed technique): show what is stored
-    return [r for r in runs if (r["arm"], r["run_key"]) in wanted]
+def run_facts(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = None
+              ) -> RunFacts:
+    """Provenance, budgets and datasets of an experiment's current runs (see :func:`analyze`)."""
+    exp = _experiment(store, name)
+    spec = exp["spec"]
+    rows = list(runs) if runs is not None else current_runs(store.runs(exp["id"]), spec)
+    hw: set[tuple[str, str, str]] = set()
+    budgets: set[tuple[str, float]] = set()
+    datasets: set[str] = set()
+    missing = 0
+    keys: dict[str, set[str]] = {}
+    for r in rows:
+        keys.setdefault(r["arm"], set()).add(r["run_key"])
+        cfg = r["config"] or {}
+        for unit in BUDGET_UNITS:
+            if cfg.get(unit) is not None:
+                budgets.add((unit, float(cfg[unit])))
+        if cfg.get("dataset"):
+            datasets.add(str(cfg["dataset"]))
+        if r["state"] != "finished":
+            continue
+        prov = (r["info"] or {}).get("provenance")
+        if not prov:
+            missing += 1
+            continue
+        hw.add((str(prov.get("host", "?")), str(prov.get("cpu", "?")),
+                str(prov.get("gpu") or prov.get("device", "?"))))
+    base = spec["baseline"]["name"]
+    base_keys = keys.get(base, set())
+    same = frozenset(a for a, k in keys.items() if k == base_keys and a != base)
+    return RunFacts(frozenset(hw), frozenset(budgets), frozenset(datasets), missing, same)

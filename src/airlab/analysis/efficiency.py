@@ -1,11 +1,16 @@
 """Efficiency accounting from stored curves: time-to-target and cost ratios against the baseline.
 
-Time-to-target is paired by seed. For seed s the target is the baseline's final value of the
-primary metric at seed s. The baseline's cost is where its own curve first reaches that value;
-an arm's cost is where its curve first reaches it, linearly interpolated between evaluations.
-The efficiency ratio is baseline cost / arm cost (> 1: the arm gets there cheaper); over seeds
-we report the geometric mean with a 95% t interval on the log ratios. An arm that never reaches
-the target at some seed is "not reached" there, and no ratio is claimed for that seed.
+Time-to-target uses one rule for both arms, paired by seed. The target for seed pair i is
+common to both runs of the pair and chosen by neither: the mean of the baseline's final value
+over the *other* seeds (leave-one-seed-out), loosened by a slack of 3 sd (the noise floor's
+one-run sd when known, else the sd of the baseline's finals) so that a run of the baseline's
+own quality reaches it (with less slack, the pairs where every baseline run barely reaches
+its target are the ones kept, which favours the arm). A declared target replaces all of that.
+Each run's cost is where its curve first reaches the target, linearly interpolated between
+evaluations. The ratio is baseline cost / arm cost (> 1: the arm gets there cheaper), per pair
+where both reached it; over pairs we report the geometric mean, and a 95% t interval on the log
+ratios only from ``MIN_PAIRS`` = 3 reached pairs on (the simulated A/A coverage is in
+docs/decision_rules.md).
 
 Costs: train_seconds, flops, and energy_kwh_est (an estimate, proportional to training time).
 Compression: size, latency and memory ratios (baseline / arm) beside the quality change.
@@ -23,6 +28,8 @@ import numpy as np
 from airlab.analysis import stats
 
 COSTS = ("train_seconds", "flops", "energy_kwh_est")
+MIN_PAIRS = 3  # no interval on fewer reached pairs (df = 1 gives intervals like [0.01, 103])
+SLACK_SIGMAS = 3.0  # the target sits this many sds above (for a loss) the others' mean final
 
 
 @dataclass
@@ -37,6 +44,7 @@ class ArmEfficiency:
     memory_ratio: float | None = None  # baseline peak_mem_mb / arm
     quality_drop: float = math.nan  # arm - baseline in the bad direction (> 0 is worse)
     notes: list[str] = field(default_factory=list)
+    targets: list[float] = field(default_factory=list)  # per seed pair (leave-one-seed-out)
 
 
 def cost_to_target(curve: Sequence[dict[str, Any]], metric: str, target: float,
@@ -70,16 +78,123 @@ def _with_energy(curve: list[dict[str, Any]], energy_total: float | None) -> lis
     return curve
 
 
-def geo_ratio(ratios: Sequence[float]) -> tuple[float, float, float]:
-    """Geometric mean of ratios with a 95% t interval computed on the log scale."""
+def geo_ratio(ratios: Sequence[float], min_pairs: int = 2) -> tuple[float, float, float]:
+    """Geometric mean of ratios with a 95% t interval computed on the log scale.
+
+    The interval is nan with fewer than ``min_pairs`` usable ratios (time-to-target passes
+    ``MIN_PAIRS``).
+    """
     logs = [math.log(r) for r in ratios if r > 0 and math.isfinite(r)]
     if not logs:
         return (math.nan, math.nan, math.nan)
     mean = float(np.mean(logs))
-    if len(logs) < 2:
+    if len(logs) < max(2, min_pairs):
         return (math.exp(mean), math.nan, math.nan)
     lo, hi = stats.t_interval(logs)
     return (math.exp(mean), math.exp(lo), math.exp(hi))
+
+
+def loo_targets(finals: np.ndarray, direction: str, floor_sd: float = math.nan,
+                slack_sigmas: float = SLACK_SIGMAS) -> np.ndarray:
+    """Per-pair targets from the baseline's final values (last axis: seeds; leading: batch).
+
+    target_i = mean of the finals of the *other* seeds, moved toward "worse" by
+    ``slack_sigmas`` sds: the noise floor's one-run sd when given, else the sd of all the
+    baseline's finals, one slack for every pair. (A per-pair sd of the other seeds' finals
+    was tried: with n - 2 degrees of freedom it often leaves a pair almost no slack, keeps the
+    pairs where both runs barely reach, and covered 1 in 94.6% of A/A simulations; the common
+    sd gives 95.2-95.6%.) Seed i's run never moves the centre of its own target.
+    """
+    f = np.asarray(finals, dtype=np.float64)
+    n = f.shape[-1]
+    if n < 2:
+        raise ValueError(f"leave-one-seed-out targets need at least 2 seeds, got {n}")
+    worse = 1.0 if direction == "minimize" else -1.0
+    others = (f.sum(axis=-1, keepdims=True) - f) / (n - 1)
+    if math.isnan(floor_sd):
+        sd = f.std(axis=-1, ddof=1, keepdims=True)
+    else:
+        sd = np.full(others.shape, floor_sd)
+    return others + worse * slack_sigmas * sd
+
+
+def crossing_batch(values: np.ndarray, costs: np.ndarray, target: np.ndarray,
+                   direction: str) -> np.ndarray:
+    """Interpolated cost where each curve first reaches its target; nan where it never does.
+
+    ``values`` and ``costs``: (..., E) evaluations in order; ``target``: (...). The same rule
+    as :func:`cost_to_target` for curves without missing points.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    c = np.asarray(costs, dtype=np.float64)
+    sign = 1.0 if direction == "minimize" else -1.0
+    t = np.asarray(target, dtype=np.float64)[..., None]
+    hit = sign * (v - t) <= 0
+    any_hit = hit.any(axis=-1)
+    k = np.argmax(hit, axis=-1)[..., None]
+    km = np.maximum(k - 1, 0)
+    v1, v0 = np.take_along_axis(v, k, -1)[..., 0], np.take_along_axis(v, km, -1)[..., 0]
+    c1, c0 = np.take_along_axis(c, k, -1)[..., 0], np.take_along_axis(c, km, -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(v0 != v1, (v0 - t[..., 0]) / (v0 - v1), 1.0)
+    out = np.where(k[..., 0] == 0, c1, c0 + frac * (c1 - c0))
+    return np.where(any_hit, out, np.nan)
+
+
+@dataclass
+class TimeToTarget:
+    """Paired time-to-target of one cost: targets, costs and ratios per seed pair."""
+
+    cost: str
+    targets: list[float]
+    base_cost: list[float]  # nan where the baseline run did not reach its pair's target
+    arm_cost: list[float]
+    ratios: list[float]  # base / arm; nan unless both reached
+    reached: int  # pairs where both reached
+    ratio: float  # geometric mean over reached pairs
+    ci_low: float  # 95% t interval on the logs; nan below MIN_PAIRS reached pairs
+    ci_high: float
+
+
+def _final(curve: Sequence[dict[str, Any]], metric: str) -> float:
+    vals = [float(v) for p in curve if (v := p.get(metric)) is not None and math.isfinite(v)]
+    return vals[-1] if vals else math.nan
+
+
+def time_to_target(base_curves: Sequence[Sequence[dict[str, Any]]],
+                   arm_curves: Sequence[Sequence[dict[str, Any]]], metric: str, direction: str,
+                   cost: str, target: float | None = None, floor_sd: float = math.nan,
+                   slack_sigmas: float = SLACK_SIGMAS) -> TimeToTarget:
+    """Time-to-target of an arm against the baseline, curves paired by seed (same order).
+
+    ``target`` declared: one target for every pair. Otherwise :func:`loo_targets` over the
+    baseline's final values (a baseline run without a final value leaves its pair out).
+    """
+    if len(base_curves) != len(arm_curves):
+        raise ValueError(f"paired curves need equal counts, got {len(base_curves)} baseline "
+                         f"and {len(arm_curves)} arm curves")
+    n = len(base_curves)
+    if target is not None:
+        targets = np.full(n, float(target))
+    else:
+        finals = np.array([_final(c, metric) for c in base_curves])
+        ok = ~np.isnan(finals)
+        targets = np.full(n, np.nan)
+        if ok.sum() >= 2:
+            targets[ok] = loo_targets(finals[ok], direction, floor_sd, slack_sigmas)
+    bc, ac = [], []
+    for i in range(n):
+        if math.isnan(targets[i]):
+            bc.append(math.nan)
+            ac.append(math.nan)
+            continue
+        bc.append(cost_to_target(base_curves[i], metric, float(targets[i]), direction, cost))
+        ac.append(cost_to_target(arm_curves[i], metric, float(targets[i]), direction, cost))
+    ratios = [b / a if math.isfinite(b) and math.isfinite(a) and a > 0 and b > 0 else math.nan
+              for b, a in zip(bc, ac, strict=True)]
+    reached = sum(math.isfinite(r) for r in ratios)
+    g, lo, hi = geo_ratio(ratios, min_pairs=MIN_PAIRS)
+    return TimeToTarget(cost, targets.tolist(), bc, ac, ratios, reached, g, lo, hi)
 
 
 def _ratio(base: float | None, arm: float | None) -> float | None:
@@ -90,38 +205,42 @@ def _ratio(base: float | None, arm: float | None) -> float | None:
 
 def arm_efficiency(arm: str, metric: str, direction: str,
                    base_runs: dict[int, dict[str, Any]], arm_runs: dict[int, dict[str, Any]],
-                   base_means: dict[str, float], arm_means: dict[str, float]) -> ArmEfficiency:
-    """``*_runs``: seed -> {"curve": [...], "metrics": {...}} for finished runs only."""
+                   base_means: dict[str, float], arm_means: dict[str, float],
+                   target: float | None = None, floor_sd: float = math.nan) -> ArmEfficiency:
+    """``*_runs``: seed -> {"curve": [...], "metrics": {...}} for finished runs only.
+
+    Time-to-target by :func:`time_to_target` (leave-one-seed-out targets unless ``target`` is
+    declared); ``reached`` counts seed pairs where both runs reached their target.
+    """
     seeds = sorted(set(base_runs) & set(arm_runs))
-    cost: dict[str, list[float]] = {c: [] for c in COSTS}
-    ratios: dict[str, list[float]] = {c: [] for c in COSTS}
+    bcurves = [_with_energy([dict(p) for p in base_runs[s]["curve"]],
+                            base_runs[s]["metrics"].get("energy_kwh_est")) for s in seeds]
+    acurves = [_with_energy([dict(p) for p in arm_runs[s]["curve"]],
+                            arm_runs[s]["metrics"].get("energy_kwh_est")) for s in seeds]
+    cost: dict[str, list[float]] = {}
+    ratio: dict[str, tuple[float, float, float]] = {}
     reached = 0
-    for s in seeds:
-        b, a = base_runs[s], arm_runs[s]
-        bcurve = _with_energy([dict(p) for p in b["curve"]], b["metrics"].get("energy_kwh_est"))
-        acurve = _with_energy([dict(p) for p in a["curve"]], a["metrics"].get("energy_kwh_est"))
-        finals = [float(v) for p in bcurve if (v := p.get(metric)) is not None]
-        if not finals:
+    targets: list[float] = []
+    for c in COSTS:
+        if len(seeds) < 2 and target is None:
+            cost[c], ratio[c] = [math.nan] * len(seeds), (math.nan, math.nan, math.nan)
             continue
-        target = finals[-1]
-        hit = False
-        for c in COSTS:
-            bc = cost_to_target(bcurve, metric, target, direction, c)
-            ac = cost_to_target(acurve, metric, target, direction, c)
-            cost[c].append(ac)
-            if math.isfinite(ac) and ac > 0 and math.isfinite(bc):
-                ratios[c].append(bc / ac)
-                hit = True
-        reached += hit
+        t = time_to_target(bcurves, acurves, metric, direction, c, target, floor_sd)
+        cost[c], ratio[c], targets = t.arm_cost, (t.ratio, t.ci_low, t.ci_high), t.targets
+        reached = max(reached, t.reached)
     sign = 1.0 if direction == "minimize" else -1.0
     eff = ArmEfficiency(
-        arm=arm, n=len(seeds), reached=reached, cost=cost,
-        ratio={c: geo_ratio(ratios[c]) for c in COSTS},
+        arm=arm, n=len(seeds), reached=reached, cost=cost, ratio=ratio,
         size_ratio=_ratio(base_means.get("model_bytes"), arm_means.get("model_bytes")),
         latency_ratio=_ratio(base_means.get("latency_ms_b1"), arm_means.get("latency_ms_b1")),
         memory_ratio=_ratio(base_means.get("peak_mem_mb"), arm_means.get("peak_mem_mb")),
         quality_drop=sign * (arm_means.get(metric, math.nan) - base_means.get(metric, math.nan)),
+        targets=targets,
     )
-    if reached < len(seeds):
-        eff.notes.append(f"target not reached at {len(seeds) - reached} of {len(seeds)} seeds")
+    if len(seeds) < 2 and target is None:
+        eff.notes.append("time-to-target needs at least 2 seed pairs (leave-one-seed-out target)")
+    elif reached < len(seeds):
+        eff.notes.append(f"target reached by both runs at {reached} of {len(seeds)} seed pairs")
+    if 0 < reached < MIN_PAIRS:
+        eff.notes.append(f"no interval: {reached} reached pair(s), {MIN_PAIRS} are needed")
     return eff

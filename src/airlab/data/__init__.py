@@ -1,14 +1,19 @@
 """Datasets: character-level text corpora and small image-classification sets.
 
-``load_text(name)`` → :class:`TextCorpus`; ``load_vision(name)`` → :class:`VisionData`.
-Local copies are looked up under ``data_dir`` (``--data-dir`` / AIRLAB_DATA_DIR), then in the
-cache (AIRLAB_CACHE_DIR); anything downloaded is verified by sha256 (:func:`fetch`).
+``load_text(name, data_dir=..., cache_dir=...)`` → :class:`TextCorpus`;
+``load_vision(name, data_dir=..., cache_dir=...)`` → :class:`VisionData`. Local copies are looked
+up under ``data_dir``, then in ``cache_dir``; anything downloaded is verified by sha256
+(:func:`fetch`). The folders come from the caller's Settings (``--data-dir``, ``--home``):
+nothing here reads settings. ``text`` and ``vision`` do not know each other; this package is
+where a name given to the wrong loader is recognised.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from airlab.data import text as _text
+from airlab.data import vision as _vision
 from airlab.data.download import fetch, sha256_file
 from airlab.data.text import (
     MIN_FILE_CHARS,
@@ -18,7 +23,6 @@ from airlab.data.text import (
     TEXT_CORPORA,
     TextCorpus,
     clear_text_cache,
-    load_text,
     shakespeare_url,
 )
 from airlab.data.vision import (
@@ -28,10 +32,9 @@ from airlab.data.vision import (
     VISION_DATASETS,
     VisionData,
     clear_vision_cache,
-    load_vision,
     read_idx,
 )
-from airlab.settings import get_settings
+from airlab.errors import AirlabError
 
 __all__ = [
     "TEXT_CORPORA",
@@ -48,6 +51,22 @@ __all__ = [
 ]
 
 
+def load_text(name: str, *, data_dir: Path | None = None, cache_dir: Path | None = None
+              ) -> TextCorpus:
+    """A text corpus by name (see :func:`airlab.data.text.load_text`)."""
+    if name in VISION_DATASETS:
+        raise AirlabError(f"'{name}' is a vision dataset, not a text corpus", "use load_vision")
+    return _text.load_text(name, data_dir=data_dir, cache_dir=cache_dir)
+
+
+def load_vision(name: str, *, data_dir: Path | None = None, cache_dir: Path | None = None
+                ) -> VisionData:
+    """An image dataset by name (see :func:`airlab.data.vision.load_vision`)."""
+    if name in TEXT_CORPORA or name.startswith("file:"):
+        raise AirlabError(f"'{name}' is a text corpus, not a vision dataset", "use load_text")
+    return _vision.load_vision(name, data_dir=data_dir, cache_dir=cache_dir)
+
+
 def clear_caches() -> None:
     """Forget every memoised dataset in this process."""
     clear_text_cache()
@@ -60,11 +79,9 @@ def describe_datasets(
     """One dict per dataset: ``name``, ``kind`` (text/vision), ``source`` (where it comes
     from) and ``local`` (the local file or folder that would be used now, or None when it
     would be downloaded or must be supplied). Only checks whether files exist; reads nothing.
+    The folders are the caller's (Settings); None means that folder is not looked at.
     """
-    settings = get_settings()
-    data_dir = Path(data_dir) if data_dir is not None else settings.data_dir
-    cache_dir = Path(cache_dir) if cache_dir is not None else settings.cache_dir
-    roots = [d for d in (data_dir, cache_dir) if d is not None]
+    roots = [Path(d) for d in (data_dir, cache_dir) if d is not None]
 
     def first(rel: str, *names: str) -> str | None:
         for root in roots:

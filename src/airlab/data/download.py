@@ -100,12 +100,10 @@ def _reason(exc: BaseException) -> str:
 
 def resolve_dirs(data_dir: Path | str | None, cache_dir: Path | str | None
                  ) -> tuple[Path | None, Path | None]:
-    """Absolute data and cache folders: the arguments, else settings (AIRLAB_DATA_DIR, cache)."""
-    from airlab.settings import get_settings
+    """Absolute data and cache folders; None stays None (no such folder is looked at).
 
-    if data_dir is None or cache_dir is None:
-        settings = get_settings()
-        data_dir = data_dir if data_dir is not None else settings.data_dir
-        cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
+    Loaders never read settings themselves: the caller (a workload, given the Settings resolved
+    once at the edge) passes the folders, so ``--home`` decides where the cache is.
+    """
     return (Path(data_dir).expanduser().resolve() if data_dir is not None else None,
             Path(cache_dir).expanduser().resolve() if cache_dir is not None else None)

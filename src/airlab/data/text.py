@@ -23,7 +23,7 @@ Corpora (``load_text(name)``):
 
 ``shakespeare``
     Tiny Shakespeare (1,115,394 characters). Looked up in order: ``<data_dir>/tinyshakespeare/
-    input.txt`` (``data_dir`` argument, else ``AIRLAB_DATA_DIR``), then ``<cache_dir>/
+    input.txt`` (``data_dir``: --data-dir / AIRLAB_DATA_DIR via Settings), then ``<cache_dir>/
     tinyshakespeare/input.txt``, else downloaded into that cache path from
     ``SHAKESPEARE_URL`` (override with env ``AIRLAB_SHAKESPEARE_URL``) and verified against
     ``SHAKESPEARE_SHA256``. First 90% of characters train, last 10% validation (nanoGPT);
@@ -347,8 +347,9 @@ def load_text(
 ) -> TextCorpus:
     """Load a text corpus by name: ``pycode``, ``shakespeare`` or ``file:PATH``.
 
-    ``data_dir``/``cache_dir`` default to the settings (AIRLAB_DATA_DIR, AIRLAB_CACHE_DIR).
-    Raises AirlabError for unknown names, missing files and failed downloads.
+    ``data_dir`` (local copies) and ``cache_dir`` (downloads) come from the caller's Settings;
+    None means no such folder. Raises AirlabError for unknown names, missing files and failed
+    downloads.
     """
     if name.startswith(FILE_PREFIX):
         raw = name[len(FILE_PREFIX) :]
@@ -358,10 +359,6 @@ def load_text(
         return _load_file_corpus(f"file:{path}", path)
     loader = TEXT_CORPORA.get(name)
     if loader is None:
-        from airlab.data.vision import VISION_DATASETS
-
-        if name in VISION_DATASETS:
-            raise AirlabError(f"'{name}' is a vision dataset, not a text corpus", "use load_vision")
         raise AirlabError(
             f"unknown text corpus '{name}'", did_you_mean(name, [*TEXT_CORPORA, "file:PATH"])
         )

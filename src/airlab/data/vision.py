@@ -13,8 +13,9 @@ Datasets (``load_vision(name)``):
 
 ``mnist`` / ``fashion-mnist``
     IDX files (``.gz`` or raw) in ``<dir>/mnist/`` resp. ``<dir>/fashion-mnist/``. Folders are
-    tried in order ``data_dir`` (argument, else AIRLAB_DATA_DIR), then ``cache_dir``; the first
-    folder with a usable set wins, so an explicit data folder is never overridden by a cache:
+    tried in order ``data_dir`` (--data-dir / AIRLAB_DATA_DIR via Settings), then
+    ``cache_dir``; the first folder with a usable set wins, so an explicit data folder is never
+    overridden by a cache:
 
     - train (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``) and test (``t10k-*``)
       files: train = the 60,000 training images, validation = the 10,000 test images;
@@ -402,15 +403,12 @@ def load_vision(
 ) -> VisionData:
     """Load an image dataset by name: ``digits``, ``mnist`` or ``fashion-mnist``.
 
-    ``data_dir``/``cache_dir`` default to the settings (AIRLAB_DATA_DIR, AIRLAB_CACHE_DIR).
-    Raises AirlabError for unknown names, missing or damaged files and failed downloads.
+    ``data_dir`` (local copies) and ``cache_dir`` (downloads) come from the caller's Settings;
+    None means no such folder. Raises AirlabError for unknown names, missing or damaged files
+    and failed downloads.
     """
     loader = VISION_DATASETS.get(name)
     if loader is None:
-        from airlab.data.text import TEXT_CORPORA
-
-        if name in TEXT_CORPORA or name.startswith("file:"):
-            raise AirlabError(f"'{name}' is a text corpus, not a vision dataset", "use load_text")
         raise AirlabError(f"unknown vision dataset '{name}'", did_you_mean(name, VISION_DATASETS))
     return loader(*resolve_dirs(data_dir, cache_dir))
 

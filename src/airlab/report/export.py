@@ -13,7 +13,6 @@ import base64
 import csv
 import html
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 
 from airlab.analysis.compare import Analysis, analyze
 from airlab.errors import AirlabError
-from airlab.report import plots
-from airlab.report.post import reproduce_command, results_md, verdict_md
+from airlab.report.post import figures, rate_stored, reproduce_command, results_md, verdict_md
 from airlab.report.table import fmt, fmt_p
 from airlab.store import Store
 
@@ -105,25 +103,12 @@ def latex_table(a: Analysis) -> str:
 
 
 def _experiment_report(store: Store, exp: dict[str, Any]) -> ExperimentReport | None:
-    from airlab.validate import rate_experiment
-
     try:
         a = analyze(store, exp["name"])
     except AirlabError:
         return None
-    v = rate_experiment(store, exp["name"], analysis=a)
-    curves = plots.arm_curves(store, exp["name"])
-    pts = [(r.arm, r.means["train_seconds"], r.summary.mean) for r in a.rows
-           if "train_seconds" in r.means and not math.isnan(r.summary.mean)]
-    figs = {
-        "curves": plots.loss_curves_png(curves, exp["name"]),
-        "efficiency": plots.efficiency_png(plots.efficiency_bars(a),
-                                           f"{exp['name']}: cost ratios baseline/arm"),
-        "pareto": plots.pareto_png(pts, "train_seconds (mean over seeds)",
-                                   f"{a.metric} (mean over seeds)",
-                                   f"{exp['name']}: quality vs cost",
-                                   a.direction == "minimize"),
-    }
+    v = rate_stored(store, a)
+    figs = figures(store, a)
     spec_path = Path("experiments") / exp["name"] / "spec.yaml"
     return ExperimentReport(exp["name"], a, v, reproduce_command(exp["spec"], spec_path), figs)
 

@@ -9,18 +9,17 @@ them so the experiment can be rerun from the folder alone.
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from airlab.analysis.compare import Analysis, analyze
+from airlab.analysis.compare import Analysis, analyze, run_facts
 from airlab.errors import AirlabError
 from airlab.report.table import fmt, fmt_p, speedup
 from airlab.store import Store
+from airlab.validate import Verdict, rate
 
 SUCCESS_RULE = ("an arm counts as better when its Holm-adjusted p < 0.05, its mean improves on "
                 "the baseline by more than 2 sd of the baseline and Cohen's d >= 0.5; the lab's "
@@ -124,27 +123,6 @@ def design_md(exp: dict[str, Any]) -> str:
     )
 
 
-def _generated_code(names: set[str]) -> list[tuple[str, str]]:
-    """Source of techniques that do not ship with airlab (e.g. written by the Coder agent)."""
-    try:
-        from airlab.techniques import TECHNIQUES
-    except Exception:  # noqa: BLE001 - no registry, nothing to show
-        return []
-    out = []
-    for n in sorted(names):
-        tech = TECHNIQUES.get(n)
-        if tech is None:
-            continue
-        mod = getattr(type(tech), "__module__", "") or getattr(tech, "__module__", "")
-        if mod.startswith("airlab.techniques"):
-            continue
-        try:
-            out.append((n, inspect.getsource(type(tech))))
-        except (OSError, TypeError):
-            out.append((n, f"# source of {mod} not available"))
-    return out
-
-
 def implementation_md(store: Store, exp: dict[str, Any]) -> str:
     spec = exp["spec"]
     shared = spec.get("options") or {}
@@ -172,14 +150,6 @@ def implementation_md(store: Store, exp: dict[str, Any]) -> str:
             + "\n")
     if libs:
         text += "\nLibraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) + "\n"
-    used = {u for a in _arms(spec) for u in a.get("use", [])}
-    gen = _generated_code(used)
-    text += "\n## Generated code\n\n"
-    if gen:
-        for n, src in gen:
-            text += f"### {n}\n\n```python\n{src.rstrip()}\n```\n\n"
-    else:
-        text += "None: every technique used ships with airlab.\n"
     return text
 
 
@@ -228,22 +198,33 @@ def verdict_md(v: Any) -> str:
     return "\n".join(lines)
 
 
-def post_md(store: Store, exp: dict[str, Any], folder: Path) -> str:
-    from airlab.report import plots
-    from airlab.validate import rate_experiment
+def rate_stored(store: Store, a: Analysis) -> Verdict:
+    """The rubric on an analysis of a stored experiment, with its runs' facts (not saved)."""
+    return rate(a, run_facts(store, a.name))
 
-    name = exp["name"]
-    a = analyze(store, name)
-    v = rate_experiment(store, name, analysis=a)
-    curves = plots.arm_curves(store, name)
-    (folder / "curves.png").write_bytes(plots.loss_curves_png(curves, name))
-    (folder / "efficiency.png").write_bytes(
-        plots.efficiency_png(plots.efficiency_bars(a), f"{name}: cost ratios"))
+
+def figures(store: Store, a: Analysis) -> dict[str, bytes]:
+    """The experiment's three plots as PNG bytes: curves, efficiency (cost ratios), pareto."""
+    from airlab.report import plots
+
+    name = a.name
     pts = [(r.arm, r.means["train_seconds"], r.summary.mean) for r in a.rows
-           if "train_seconds" in r.means and not math.isnan(r.summary.mean)]
-    (folder / "pareto.png").write_bytes(plots.pareto_png(
-        pts, "train_seconds (mean)", f"{a.metric} (mean)", f"{name}: quality vs cost",
-        a.direction == "minimize"))
+           if "train_seconds" in r.means and r.summary.mean == r.summary.mean]
+    return {
+        "curves": plots.loss_curves_png(plots.arm_curves(store, name), name),
+        "efficiency": plots.efficiency_png(plots.efficiency_bars(a),
+                                           f"{name}: cost ratios baseline/arm"),
+        "pareto": plots.pareto_png(pts, "train_seconds (mean over seeds)",
+                                   f"{a.metric} (mean over seeds)", f"{name}: quality vs cost",
+                                   a.direction == "minimize"),
+    }
+
+
+def post_md(store: Store, exp: dict[str, Any], folder: Path, a: Analysis, v: Verdict) -> str:
+    """The results post from one analysis and its verdict; writes the plots beside it."""
+    name = exp["name"]
+    for fig, png in figures(store, a).items():
+        (folder / f"{fig}.png").write_bytes(png)
     failures = [f"- {r.arm} {f}" for r in a.rows for f in r.failures]
     return (f"# {name}: results\n\n{(a.spec.get('hypothesis') or '').strip()}\n\n"
             + results_md(a)
@@ -267,8 +248,13 @@ def write_tracking(store: Store, name: str, home: Path | str) -> Path:
     return _write(folder / "tracking.md", tracking_md(store, exp))
 
 
-def write_artifacts(store: Store, name: str, home: Path | str) -> list[Path]:
-    """Write every phase's Markdown (and the plots and spec.yaml) for one experiment."""
+def write_artifacts(store: Store, name: str, home: Path | str, *,
+                    analysis: Analysis | None = None, verdict: Verdict | None = None
+                    ) -> list[Path]:
+    """Write every phase's Markdown (and the plots and spec.yaml) for one experiment.
+
+    The pipeline passes the analysis and verdict it already has; else they are computed here.
+    """
     exp = _exp(store, name)
     folder = experiment_dir(home, name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -278,6 +264,8 @@ def write_artifacts(store: Store, name: str, home: Path | str) -> list[Path]:
            _write(folder / "implementation.md", implementation_md(store, exp)),
            _write(folder / "tracking.md", tracking_md(store, exp))]
     if exp["kind"] == "experiment":
-        out.append(_write(folder / "post.md", post_md(store, exp, folder)))
+        a = analysis or analyze(store, name)
+        v = verdict or rate_stored(store, a)
+        out.append(_write(folder / "post.md", post_md(store, exp, folder, a, v)))
         out += [folder / "curves.png", folder / "efficiency.png", folder / "pareto.png"]
     return out

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from airlab.measure import cpu_bf16_units
+
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
@@ -59,6 +61,7 @@ def _static() -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_bf16_units": cpu_bf16_units(),  # bf16 on CPU is only fast with these
     }
 
 

@@ -6,46 +6,35 @@ divergence check, evaluation at fixed budget marks) -> final metrics.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from airlab import measure
+from airlab import energy, measure
 from airlab.config import TrainConfig
 from airlab.errors import AirlabError, lookup
+from airlab.models.io import save_trained
+from airlab.models.precision import autocast
 from airlab.run.optim import OPTIMIZERS
 from airlab.run.provenance import provenance
+from airlab.run.result import RunResult
 from airlab.run.seeding import seed_everything
 from airlab.run.workloads import Task, get_workload
-from airlab.techniques import get_technique
+from airlab.techniques import HookContext, Hooks, get_technique, load_techniques
+
+if TYPE_CHECKING:
+    from airlab.settings import Settings
 
 Event = dict[str, Any]
 
-
-@dataclass
-class RunResult:
-    state: str  # "finished" or "failed"
-    reason: str | None
-    metrics: dict[str, float]
-    curve: list[dict[str, float]]
-    info: dict[str, Any] = field(default_factory=dict)  # provenance and dataset facts
-    # The trained model, only with train(..., keep_model=True); never serialized.
-    model: Any = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "metrics": self.metrics,
-                "curve": self.curve, "info": self.info}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunResult:
-        return cls(d["state"], d.get("reason"), d.get("metrics", {}), d.get("curve", []),
-                   d.get("info", {}))
+# Loss values are read back to the host (a device sync) once every SYNC_EVERY steps, at
+# evaluation marks and for progress events, not every step: divergence is still caught within
+# SYNC_EVERY steps and reported with the exact step it happened at.
+SYNC_EVERY = 16
 
 
 class RunFailed(Exception):
@@ -79,24 +68,27 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, *,
-          keep_model: bool = False) -> RunResult:
+          settings: Settings | None = None) -> RunResult:
     """Train one run to its budget and measure it. Divergence returns a failed result.
 
-    ``keep_model=True`` also returns the trained model as ``RunResult.model`` (e.g. a
-    distillation teacher); it changes nothing else.
+    ``settings`` (where data, caches, artifacts and extra techniques live) is passed down from
+    the edge; a library call given none reads them here, once.
     """
     emit = on_event or (lambda e: None)
+    if settings is None:  # called as a library entry point with none: this is the edge
+        from airlab.settings import get_settings
+
+        settings = get_settings()
+    load_techniques(settings.techniques_dir)  # the same registry as the parent that planned it
+    for name, planned in config.code.items():
+        if get_technique(name).source_hash != planned:
+            raise AirlabError(f"technique '{name}' changed since this run was planned "
+                              f"(source {planned} -> {get_technique(name).source_hash})",
+                              "plan the experiment again: changed code is a new run")
     device = resolve_device(config.device)
     if config.precision == "fp16" and device.type != "cuda":
         raise AirlabError("precision fp16 needs a CUDA GPU (loss scaling)",
@@ -105,10 +97,12 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
     wl = get_workload(config.workload)
     wl.check(config)
     cfg_dict = config.to_dict()
-    techniques = [h for t in config.techniques if (h := get_technique(t).create(cfg_dict))]
+    context = HookContext(artifacts_dir=settings.artifacts_dir, device=str(device))
+    techniques = [h for t in config.techniques
+                  if (h := get_technique(t).create(cfg_dict, context))]
 
     t_setup = time.perf_counter()
-    task: Task = wl.setup(config, device)
+    task: Task = wl.setup(config, device, settings)
     model = task.model
     for t in techniques:
         model = t.on_model(model) or model
@@ -164,19 +158,44 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
     model.train()
     record()  # step 0: the untrained model anchors the curve for time-to-target
     measure.reset_peak_memory(device)
+    meter = energy.EnergyMeter(device, torch.get_num_threads())
+    meter.start()
     last_emit = time.perf_counter()
     reason: str | None = None
+    pending: list[torch.Tensor] = []  # detached losses not yet read back to the host
+    loss_val = math.nan
+
+    def sync_losses() -> None:
+        """Read the pending losses back in one sync; check each step for divergence."""
+        nonlocal initial_loss, loss_val
+        if not pending:
+            return
+        values = torch.stack(pending).float().tolist()
+        first_step = step - len(values) + 1
+        pending.clear()
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise RunFailed(f"diverged at step {first_step + i}: loss is {v}")
+            if initial_loss is None:
+                initial_loss = v
+            elif v > config.diverge_factor * initial_loss:
+                raise RunFailed(f"diverged at step {first_step + i}: loss {v:.3g} > "
+                                f"{config.diverge_factor:g} x initial {initial_loss:.3g}")
+            recent.append(v)
+        del recent[:-50]
+        loss_val = values[-1]
+
     try:
         while True:
             progress = (train_s if by_time else consumed) / total
-            if progress >= 1.0:
+            if progress >= 1.0 or (config.max_steps is not None and step >= config.max_steps):
                 break
             t0 = time.perf_counter()
             lr = lr_at(config, step, progress, warm_progress)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = task.next_batch()
-            with _autocast(config, device):
+            with autocast(config.precision, device):
                 loss = loss_fn(model, x, y)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -197,45 +216,52 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
             consumed += task.units_per_step
             for t in techniques:
                 t.after_step(model, step, progress)
-            loss_val = float(loss.detach())
+            pending.append(loss.detach())
+            if len(pending) >= SYNC_EVERY:
+                sync_losses()
             train_s += time.perf_counter() - t0
             if step == config.warmup_steps:
                 warm_progress = (train_s if by_time else consumed) / total
 
-            if not math.isfinite(loss_val):
-                raise RunFailed(f"diverged at step {step}: loss is {loss_val}")
-            if initial_loss is None:
-                initial_loss = loss_val
-            elif loss_val > config.diverge_factor * initial_loss:
-                raise RunFailed(f"diverged at step {step}: loss {loss_val:.3g} > "
-                                f"{config.diverge_factor:g} x initial {initial_loss:.3g}")
-            recent.append(loss_val)
-            if len(recent) > 50:
-                recent.pop(0)
-
             done = train_s if by_time else consumed
             if done >= next_mark:
+                sync_losses()  # a diverged run is never evaluated, as before
                 record()
                 next_mark = next(marks, math.inf)
             now = time.perf_counter()
             if now - last_emit > 0.5:
+                sync_losses()
                 last_emit = now
                 emit({"type": "step", "step": step, "progress": min(1.0, done / total),
                       "loss": loss_val, "lr": lr})
+        sync_losses()
         if not curve or curve[-1]["step"] != step:
             record()  # a time budget can end between marks
     except RunFailed as e:
         reason = str(e)
+    kwh, energy_source = meter.stop(train_s)
 
     metrics = _final_metrics(task, curve, consumed, step, train_s, eval_s, device)
+    metrics["energy_kwh_est"] = kwh
+    info["energy_source"] = energy_source  # in info itself: it is stored with the run
     if reason is None:
+        trained = task.model
+        for t in techniques:  # deploy steps return the model that would be shipped
+            task.model = t.deploy(task.model, task) or task.model
+        evaluated = set(metrics)
+        if any(type(t).deploy is not Hooks.deploy for t in techniques):
+            # The trainer, not the technique, measures the deployed model; the trained model's
+            # figures stay beside it as *_before, and quality_drop is their difference.
+            for k, v in task.evaluate(task.model).items():
+                metrics[f"{k}_before"] = metrics.get(k, math.nan)
+                metrics[k] = float(v)
+            metrics["quality_drop"] = metrics["val_loss"] - metrics["val_loss_before"]
+            evaluated = set(metrics)
         for t in techniques:
-            extra = t.on_finish(task.model, task)
-            if "val_loss" in extra:
-                metrics.setdefault("val_loss_before", metrics["val_loss"])
-                if "val_bpc" in metrics and "val_bpc" not in extra:
-                    extra["val_bpc"] = extra["val_loss"] / math.log(2)
-            metrics.update(extra)
+            extra = t.on_finish(trained, task)
+            # A technique never reports quality itself: eval metrics are the trainer's.
+            metrics.update({k: float(v) for k, v in extra.items()
+                            if k not in evaluated and not k.startswith("val_")})
         # A technique may have replaced task.model by its deployable form (quantized, shrunk):
         # size and latency are measured on what would be shipped. `params` stays the trained
         # architecture's count; `params_deployed` counts the float parameters left in the
@@ -245,11 +271,15 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         if config.latency:
             x, _ = task.next_batch()
             metrics.update(measure.latency_metrics(task.model, x))
+        if config.save_model:
+            # Weights and cost by run key, for runs that build on this one (a teacher).
+            save_trained(settings.artifacts_dir / config.run_key, trained, task.build, {
+                "run_key": config.run_key, "unit": unit, unit: metrics[unit],
+                "train_seconds": metrics["train_seconds"], "flops": metrics["flops"],
+                "flops_per_unit": task.flops_per_unit, "val_loss": metrics["val_loss"],
+                "params": metrics["params"], "steps": metrics["steps"]})
     emit({"type": "done", "step": step, "progress": 1.0})
-    result = RunResult("failed" if reason else "finished", reason, metrics, curve, info)
-    if keep_model:
-        result.model = task.model
-    return result
+    return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
 
 
 def _final_metrics(task: Task, curve: list[dict[str, float]], consumed: int, step: int,
@@ -271,19 +301,4 @@ def _final_metrics(task: Task, curve: list[dict[str, float]], consumed: int, ste
         "peak_mem_mb": measure.peak_memory_mb(device),
         "params": float(measure.count_params(task.model)),
     })
-    energy, source = measure.energy_kwh_est(train_s, device, torch.get_num_threads())
-    m["energy_kwh_est"] = energy
-    task.info["energy_source"] = source
     return m
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with n intra-op threads (restored afterwards)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

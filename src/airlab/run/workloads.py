@@ -1,18 +1,24 @@
-"""Workloads: what gets trained. Each turns a TrainConfig into a Task for the one training loop."""
+"""Workloads: what gets trained. Each turns a TrainConfig into a Task for the one training loop.
+
+The registry metadata (presets, defaults, model fields, budget units, checks) is what resolve()
+needs; torch is imported only by ``setup`` and the model registries it reads.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from airlab.config import TRAIN_FIELDS, TrainConfig
+from airlab.config import RESERVED_FIELDS, TRAIN_FIELDS, TrainConfig
 from airlab.errors import AirlabError, did_you_mean, lookup
-from airlab.settings import get_settings
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from airlab.settings import Settings
 
 
 @dataclass
@@ -28,6 +34,8 @@ class Task:
     evaluate: Callable[[nn.Module], dict[str, float]]
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)  # dataset provenance, vocab size, ...
+    # How to rebuild the model (airlab.models.io.build_model): saved with trained weights.
+    build: dict[str, Any] = field(default_factory=dict)
 
 
 class Workload:
@@ -36,9 +44,16 @@ class Workload:
     name: str = ""
     default_dataset: str = ""
     default_preset: str = ""
+    budget_units: tuple[str, ...] = ("epochs", "seconds")  # units this workload can count
 
     def presets(self) -> list[str]:
         raise NotImplementedError
+
+    def presets_check(self, preset: str) -> None:
+        """AirlabError naming the closest preset when ``preset`` is unknown."""
+        if preset not in self.presets():
+            raise AirlabError(f"unknown {self.name} preset '{preset}'",
+                              did_you_mean(str(preset), self.presets()))
 
     def defaults(self, preset: str) -> dict[str, Any]:
         """Trainer-field defaults for a preset (batch size, learning rate, ...)."""
@@ -50,24 +65,39 @@ class Workload:
     def check(self, config: TrainConfig) -> None:
         """Raise AirlabError if the model part of the config cannot be built."""
 
-    def prepare(self, dataset: str) -> None:
+    def prepare(self, dataset: str, settings: Settings) -> None:
         """Load (and if needed download) a dataset once, in the parent, before any worker starts:
         a missing file is then one clear error, and workers never race to download."""
         raise NotImplementedError
 
-    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
         raise NotImplementedError
 
 
-def _data_dirs() -> dict[str, Any]:
-    s = get_settings()
-    return {"data_dir": s.data_dir, "cache_dir": s.cache_dir}
+def _data_dirs(settings: Settings) -> dict[str, Any]:
+    return {"data_dir": settings.data_dir, "cache_dir": settings.cache_dir}
+
+
+def _check_types(model: dict[str, Any], types: dict[str, type], what: str) -> None:
+    """Model options must have the field's type: n_head 2.5 or "abc" is one clear error."""
+    for k, v in model.items():
+        want = types.get(k)
+        if want is None or v is None:
+            continue
+        ok = (isinstance(v, bool) if want is bool
+              else isinstance(v, int) and not isinstance(v, bool) if want is int
+              else isinstance(v, int | float) and not isinstance(v, bool) if want is float
+              else isinstance(v, want))
+        if not ok:
+            raise AirlabError(f"{what} option {k}={v!r} must be {want.__name__}",
+                              f"give {k} as a {'whole number' if want is int else want.__name__}")
 
 
 class CharLM(Workload):
     name = "charlm"
     default_dataset = "pycode"
     default_preset = "tiny"
+    budget_units = ("tokens", "epochs", "seconds")
 
     def presets(self) -> list[str]:
         from airlab.models import PRESETS
@@ -79,7 +109,8 @@ class CharLM(Workload):
 
         lookup(PRESETS, preset, "charlm preset")
         hints = PRESET_TRAINING.get(preset, {})
-        return {k: v for k, v in hints.items() if k in TRAIN_FIELDS}  # budget comes from the spec
+        # The budget (and a step limit) come from the spec, never from the preset's recipe.
+        return {k: v for k, v in hints.items() if k in TRAIN_FIELDS and k not in RESERVED_FIELDS}
 
     def model_fields(self, preset: str) -> set[str]:
         from airlab.models import GPTConfig
@@ -95,21 +126,26 @@ class CharLM(Workload):
             raise AirlabError(
                 f"unknown model option '{k}' for charlm", did_you_mean(k, self.model_fields(""))
             )
+        types = {f.name: f.type for f in fields(GPTConfig)}
+        _check_types(config.model, {k: _GPT_TYPES.get(str(t), object)
+                                    for k, t in types.items()}, "charlm model")
         try:
             GPTConfig(**{**base, **config.model})
         except (TypeError, ValueError) as e:
             raise AirlabError(f"invalid charlm model options: {e}") from None
 
-    def prepare(self, dataset: str) -> None:
+    def prepare(self, dataset: str, settings: Settings) -> None:
         from airlab.data import load_text
 
-        load_text(dataset, **_data_dirs())
+        load_text(dataset, **_data_dirs(settings))
 
-    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+        import torch
+
         from airlab.data import load_text
         from airlab.models import build_gpt
 
-        corpus = load_text(config.dataset, **_data_dirs())
+        corpus = load_text(config.dataset, **_data_dirs(settings))
         model = build_gpt(corpus.vocab_size, config.preset, **config.model).to(device)
         T = model.config.block_size
         B = config.batch_size
@@ -161,6 +197,8 @@ class CharLM(Workload):
             next_batch=next_batch,
             evaluate=evaluate,
             loss_fn=loss_fn,
+            build={"kind": "gpt", "vocab_size": corpus.vocab_size, "preset": config.preset,
+                   "model": dict(config.model)},
             info={
                 "dataset_sha256": corpus.sha256,
                 "vocab_size": corpus.vocab_size,
@@ -175,6 +213,7 @@ class Vision(Workload):
     name = "vision"
     default_dataset = "digits"
     default_preset = "mlp"
+    budget_units = ("samples", "epochs", "seconds")
 
     def presets(self) -> list[str]:
         from airlab.models import VISION_MODELS
@@ -205,17 +244,32 @@ class Vision(Workload):
                 f"unknown model option '{k}' for vision model '{config.preset}'",
                 did_you_mean(k, allowed),
             )
+        import inspect
 
-    def prepare(self, dataset: str) -> None:
+        from airlab.models import VISION_MODELS
+
+        params = inspect.signature(VISION_MODELS[config.preset]).parameters
+        types = {k: type(p.default) for k, p in params.items()
+                 if type(p.default) in (int, float, bool)}
+        _check_types(config.model, types, f"vision model '{config.preset}'")
+        dropout = config.model.get("dropout", 0.0)
+        if not 0 <= float(dropout) < 1:
+            raise AirlabError(f"vision model option dropout={dropout!r} must be in [0, 1)",
+                              "e.g. dropout: 0.1")
+
+    def prepare(self, dataset: str, settings: Settings) -> None:
         from airlab.data import load_vision
 
-        load_vision(dataset, **_data_dirs())
+        load_vision(dataset, **_data_dirs(settings))
 
-    def setup(self, config: TrainConfig, device: torch.device) -> Task:
+    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+        import torch
+        from torch import nn
+
         from airlab.data import load_vision
         from airlab.models import build_vision, flops_per_sample
 
-        data = load_vision(config.dataset, **_data_dirs())
+        data = load_vision(config.dataset, **_data_dirs(settings))
         model = build_vision(config.preset, data.input_shape, data.n_classes, **config.model)
         flops = float(flops_per_sample(model, data.input_shape, training=True))
         model = model.to(device)
@@ -261,10 +315,16 @@ class Vision(Workload):
             next_batch=next_batch,
             evaluate=evaluate,
             loss_fn=loss_fn,
+            build={"kind": "vision", "preset": config.preset, "model": dict(config.model),
+                   "input_shape": list(data.input_shape), "n_classes": int(data.n_classes)},
             info={"dataset_source": data.source, "train_samples": n,
                   "val_samples": len(data.x_val)},
         )
 
+
+# GPTConfig field annotations (strings under postponed evaluation) -> the type a value must have.
+_GPT_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str,
+                               "int | None": int}
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (CharLM(), Vision())}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -43,11 +44,16 @@ runs = Table(
     Column("config", JSON, nullable=False),
     Column("reason", Text),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("owner", String(200)),  # host:pid of the airlab process running it
+    Column("owner", String(200)),  # who claimed it last (host:pid of an airlab process)
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("wall_seconds", Float),
     Column("info", JSON),  # provenance, dataset facts
+    # Added with claims and leases (a migration adds them to older databases, so nullable):
+    # a claim is held while lease_until is in the future; the owner's heartbeat extends it.
+    Column("lease_until", Float),
+    Column("heartbeat_at", Float),
+    Column("infra", Boolean),  # failed for a reason outside the run: may be retried
     UniqueConstraint("experiment_id", "arm", "run_key", name="uq_run"),
 )
 Index("ix_runs_experiment", runs.c.experiment_id)
@@ -72,3 +78,18 @@ metrics = Table(
     Column("name", String(100), primary_key=True),
     Column("value", Float),
 )
+
+verdicts = Table(
+    "verdicts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("rating", Integer, nullable=False),
+    Column("band", String(30), nullable=False),
+    Column("best_arm", String(100)),
+    Column("breakdown", JSON, nullable=False),  # component -> {"points": p, "max": m, ...}
+    Column("critique", JSON, nullable=False),  # list of lines
+    Column("rubric_version", String(20), nullable=False),
+)
+Index("ix_verdicts_experiment", verdicts.c.experiment_id)

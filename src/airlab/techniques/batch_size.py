@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Option, Technique, register
 
 
 def noise_scale_from_norms(sq_small: float, sq_big: float, b_small: float,
@@ -89,5 +89,6 @@ class NoiseScaleHooks(Hooks):
 register(Technique(
     "noise_scale", "batch_size",
     "measure the gradient noise scale B_simple (critical batch size estimate) after training",
-    params={"gns_batches": 8}, hooks=NoiseScaleHooks,
+    options={"gns_batches": Option(8, int, 2, 4096, help="batches of gradients to compare")},
+    hooks=NoiseScaleHooks,
 ))

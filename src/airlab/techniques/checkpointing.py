@@ -12,20 +12,16 @@ recomputes the segment's activations in the backward pass (``torch.utils.checkpo
 Checkpointing is active only while the model is training with grad enabled, so evaluation and
 inference run the plain forward. Parameters and state-dict keys are unchanged.
 
-``max_batch_under_cap`` measures, in a fresh subprocess per candidate, the largest batch size
-(or context length) whose training steps stay under a memory cap, with and without it.
+``max_batch_under_cap`` finds the largest batch size (or context length) whose training steps
+stay under a memory cap, with and without it: each candidate is a few steps of the one trainer
+(``max_steps``), run by the caller's executor in a fresh process.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
-import os
-import queue
-import time
 import types
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -34,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from airlab.config import TrainConfig
 from airlab.errors import AirlabError
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Technique, register
 
 
 def _checkpointed_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -117,119 +113,19 @@ register(Technique(
 
 
 # ---------------------------------------------------------------------------------------------
-# Memory measurement: a few real training steps in a fresh process per configuration.
+# Memory-cap search: a few real steps of the one trainer per candidate (max_steps), each in a
+# fresh worker process chosen by the caller, so its memory high-water mark is its own.
+
+Measure = Callable[[TrainConfig], Mapping[str, float]]
 
 
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"{field} not in /proc/self/status")
-
-
-def measure_steps(config: TrainConfig, steps: int = 2) -> dict[str, float]:
-    """Run ``steps`` training steps of ``config`` in THIS process and measure memory and time.
-
-    Set up exactly as the trainer does (workload task, technique hooks, optimizer, loss
-    wrappers), then:
-    * CPU: ``baseline_mb`` = VmRSS after setup (model, optimizer object, data, torch itself);
-      the RSS high-water mark is reset (``/proc/self/clear_refs``) and ``peak_mb`` = VmHWM
-      after the steps. ``growth_mb`` = peak - baseline: gradients, optimizer moments,
-      activations and allocator slack of the steps.
-    * CUDA: the same with ``torch.cuda.memory_allocated`` / ``max_memory_allocated``.
-    Call it in a fresh process (see ``measure_in_subprocess``): memory freed earlier in a
-    process stays mapped by the allocator and would hide part of the growth.
-    """
-    from airlab.run.optim import OPTIMIZERS
-    from airlab.run.seeding import seed_everything
-    from airlab.run.trainer import _autocast, resolve_device
-    from airlab.run.workloads import get_workload
-    from airlab.techniques import get_technique
-
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    cfg_dict = config.to_dict()
-    hooks = [h for t in config.techniques if (h := get_technique(t).create(cfg_dict))]
-    task = get_workload(config.workload).setup(config, device)
-    model = task.model
-    for h in hooks:
-        model = h.on_model(model) or model
-    opt = OPTIMIZERS[config.optimizer](
-        model, **config.model_dump(exclude={"model", "options", "techniques"}))
-    for h in hooks:
-        opt = h.on_optimizer(opt, model) or opt
-    loss_fn = task.loss_fn
-    for h in hooks:
-        loss_fn = h.wrap_loss(loss_fn)
-    batches = [task.next_batch() for _ in range(steps)]  # data drawn before the baseline
-    model.train()
-
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-        baseline = torch.cuda.memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        baseline = _rss_mb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    times = []
-    for x, y in batches:
-        t0 = time.perf_counter()
-        with _autocast(config, device):
-            loss = loss_fn(model, x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _rss_mb("VmHWM")
-    return {"peak_mb": peak, "baseline_mb": baseline, "growth_mb": peak - baseline,
-            "step_seconds": min(times), "loss": float(loss.detach())}
-
-
-def _child(config: dict[str, Any], steps: int, threads: int, env: dict[str, str],
-           out: Any) -> None:
-    """Entry point of a measuring process: report measure_steps (or the error) on ``out``."""
-    os.environ.update(env)  # the fork server was started with an older environment
-    torch.set_num_threads(threads)
-    try:
-        out.put(("ok", measure_steps(TrainConfig(**config), steps)))
-    except Exception as e:  # noqa: BLE001 - any failure goes back to the parent as text
-        out.put(("error", f"{type(e).__name__}: {e}"))
-
-
-def measure_in_subprocess(config: TrainConfig, steps: int = 2, threads: int = 1,
-                          timeout: float = 300) -> dict[str, float]:
-    """``measure_steps`` in a fresh process, so its high-water mark and heap are clean.
-
-    Uses a multiprocessing fork server that has imported torch and airlab but trained
-    nothing: each measurement is a fresh fork of it (no seconds-long torch import per
-    candidate, and no freed-but-resident memory inherited from the caller). Falls back to
-    spawn where there is no fork server. Scripts calling this need the usual
-    ``if __name__ == "__main__":`` guard.
-    """
-    methods = mp.get_all_start_methods()
-    ctx: Any = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        # Effective only before the server starts. torch._dynamo: building an optimizer
-        # imports it lazily, which would cost every measuring process seconds.
-        ctx.set_forkserver_preload([__name__, "torch._dynamo"])
-    env = {k: v for k, v in os.environ.items() if k.startswith("AIRLAB_")}
-    env["OMP_NUM_THREADS"] = str(threads)
-    out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(config.to_dict(), steps, threads, env, out))
-    proc.start()
-    try:
-        status, value = out.get(timeout=timeout)
-    except queue.Empty:
-        proc.kill()
-        raise AirlabError(f"memory measurement timed out after {timeout:g} s") from None
-    finally:
-        proc.join(timeout=30)
-    if status != "ok":
-        raise AirlabError(f"memory measurement failed: {value}")
-    return value
+def measurement_config(config: TrainConfig, steps: int = 2) -> TrainConfig:
+    """``config`` cut to ``steps`` optimizer steps with one tiny evaluation: what the trainer
+    then reports as ``peak_mem_mb`` is the memory of those training steps."""
+    block = int(config.model.get("block_size", 64))
+    d = config.to_dict()
+    d.update(max_steps=int(steps), eval_points=1, eval_tokens=max(1, block), latency=False)
+    return TrainConfig(**d)
 
 
 def _with_value(config: TrainConfig, dimension: str, value: int, ckpt: bool) -> TrainConfig:
@@ -242,33 +138,47 @@ def _with_value(config: TrainConfig, dimension: str, value: int, ckpt: bool) -> 
         raise AirlabError(f"unknown dimension '{dimension}'", "use batch_size or block_size")
     techs = [t for t in d["techniques"] if t != "checkpoint"]
     d["techniques"] = (*techs, "checkpoint") if ckpt else tuple(techs)
+    code = {k: v for k, v in d.get("code", {}).items() if k != "checkpoint"}
+    if ckpt:
+        from airlab.techniques.base import get_technique
+
+        code["checkpoint"] = get_technique("checkpoint").source_hash
+    d["code"] = code
     return TrainConfig(**d)
 
 
-def max_batch_under_cap(config: TrainConfig, cap_mb: float, *,
+def max_batch_under_cap(config: TrainConfig, cap_mb: float, measure: Measure, *,
                         candidates: Sequence[int] = (8, 16, 32, 64, 128, 256),
-                        dimension: str = "batch_size", steps: int = 2,
-                        threads: int = 1) -> dict[str, Any]:
+                        dimension: str = "batch_size", steps: int = 2) -> dict[str, Any]:
     """Largest candidate batch size (or ``dimension="block_size"``: context length) whose
     training steps fit under ``cap_mb``, without and with checkpointing.
 
-    Each candidate runs ``steps`` real training steps in a fresh subprocess
-    (``measure_in_subprocess``); it fits when the peak memory of the steps (process VmHWM on
-    CPU, which includes the interpreter and torch; ``max_memory_allocated`` on CUDA) is
-    <= ``cap_mb``. Candidates are tried in increasing order and the search stops at the first
-    one over the cap (memory grows with both dimensions). Returns, per arm ("plain",
-    "checkpoint"): the largest fitting value (None if none fits) and every measurement.
+    ``measure(config)`` runs a config through the one trainer and returns its metrics (use an
+    executor that starts a fresh worker process per run, so each peak is clean); each candidate
+    is ``measurement_config`` of the config at that value: ``steps`` real training steps. It
+    fits when ``peak_mem_mb`` (process VmHWM on CPU, which includes the interpreter and torch;
+    ``max_memory_allocated`` on CUDA) is <= ``cap_mb`` and the loss is finite. Candidates are
+    tried in increasing order and the search stops at the first one over the cap (memory
+    grows with both dimensions). Returns, per arm ("plain", "checkpoint"): the largest fitting
+    value (None if none fits) and every measurement.
     """
     values = sorted({int(c) for c in candidates})
     out: dict[str, Any] = {"dimension": dimension, "cap_mb": float(cap_mb),
-                           "measure": "peak_mb of a few training steps, fresh process each"}
+                           "measure": "peak_mem_mb of a few trainer steps (max_steps)"}
     for arm, ckpt in (("plain", False), ("checkpoint", True)):
         best: int | None = None
         measured: dict[int, dict[str, float]] = {}
         for v in values:
-            m = measure_in_subprocess(_with_value(config, dimension, v, ckpt), steps, threads)
-            measured[v] = m
-            if m["peak_mb"] > cap_mb or not math.isfinite(m["loss"]):
+            m = measure(measurement_config(_with_value(config, dimension, v, ckpt), steps))
+            if "peak_mem_mb" not in m:
+                raise AirlabError(f"memory measurement at {dimension}={v} returned no "
+                                  "peak_mem_mb", "check that the run finished")
+            steps_done = max(1.0, float(m.get("steps", steps)))
+            row = {"peak_mb": float(m["peak_mem_mb"]),
+                   "step_seconds": float(m.get("train_seconds", math.nan)) / steps_done,
+                   "loss": float(m.get("train_loss", math.nan))}
+            measured[v] = row
+            if row["peak_mb"] > cap_mb or not math.isfinite(row["loss"]):
                 break
             best = v
         out[arm] = {"max": best, "measured": measured}

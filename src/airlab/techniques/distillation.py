@@ -20,38 +20,33 @@ Teacher (options):
   2x the student's budget in the student's unit.
 * Trainer fields (batch size, lr, schedule, precision, device) are the student's.
 
-The teacher is trained once per teacher config (which holds workload, data set, seed and
-every trainer field) with the ordinary trainer, and cached as
-``<home>/teachers/<key>.pt`` plus a ``<key>.json`` sidecar with its measured cost. An
-exclusive lock file serialises workers that need the same teacher (the second waits, then
-loads), and files are written to a temp name and renamed, so a reader never sees half a file.
-Its cost is always reported with the student: ``teacher_train_seconds``, ``teacher_flops``,
-``teacher_val_loss``, ``teacher_params``, ``teacher_cached`` (1 = loaded from the cache) and
-``teacher_forward_flops`` (the teacher's inference FLOPs spent during the student's training).
+The teacher is a planned run of its own (``airlab.plan.prerequisites``): its config
+(``teacher_config``: workload, data set, seed and every trainer field of the student, a larger
+model, ``save_model``) is trained once by the same trainer, stored under its own run key and
+reused by every arm that needs it; its weights and cost land in
+``<artifacts_dir>/<teacher run key>/``. The student's options carry that run key
+(``teacher_key``, so it is part of the student's run key) and the student loads the weights from
+there; if they are missing the student fails with a clear reason. The teacher's cost is always
+reported with the student: ``teacher_train_seconds``, ``teacher_flops``, ``teacher_val_loss``,
+``teacher_params`` and ``teacher_forward_flops`` (the teacher's inference FLOPs spent during the
+student's training, also counted in the student's ``flops``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from airlab.config import BUDGET_UNITS, TrainConfig, config_key
+from airlab.config import BUDGET_UNITS, TrainConfig
 from airlab.errors import AirlabError
-from airlab.settings import get_settings
-from airlab.techniques import Hooks, Technique, register
+from airlab.models.io import has_trained, load_trained
+from airlab.techniques.base import Hooks, Option, Technique, register
 
-CACHE_VERSION = "kd-teacher-v1"  # bump when the teacher recipe changes: old files are ignored
 WORKLOAD_UNIT = {"charlm": "tokens", "vision": "samples"}
 
 
@@ -124,7 +119,8 @@ def _vision_teacher(config: TrainConfig, opts: dict[str, Any]) -> tuple[str, dic
 
 
 def teacher_config(config: TrainConfig) -> TrainConfig:
-    """The teacher's TrainConfig: the student's trainer fields, a larger model, no techniques."""
+    """The teacher's TrainConfig: the student's trainer fields, a larger model, no techniques,
+    saving its trained weights (``save_model``) for the students."""
     opts = config.options
     if config.workload not in WORKLOAD_UNIT:
         raise AirlabError(f"distill does not know workload '{config.workload}'")
@@ -138,141 +134,43 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
         d[config.budget_unit] = 2.0 * config.budget
     else:
         d[WORKLOAD_UNIT[config.workload]] = float(budget)
-    d.update(preset=preset, model=model, techniques=(), options={}, eval_points=1,
-             latency=False)
+    d.update(preset=preset, model=model, techniques=(), options={}, code={}, eval_points=1,
+             latency=False, max_steps=None, save_model=True)
     return TrainConfig(**d)
-
-
-# ---------------------------------------------------------------------------------------------
-# The teacher cache.
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (blocking); without fcntl, no lock is taken and
-    the atomic renames alone keep files whole (two workers may then both train)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
-
-
-def _n_classes(model: nn.Module) -> int:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
-
-
-def _build(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild an (untrained) teacher from the spec saved next to its weights."""
-    if spec["workload"] == "charlm":
-        from airlab.models import build_gpt
-
-        return build_gpt(int(spec["vocab_size"]), spec["preset"], **spec["model"])
-    from airlab.models import build_vision
-
-    return build_vision(spec["preset"], tuple(spec["input_shape"]), int(spec["n_classes"]),
-                        **spec["model"])
-
-
-@contextlib.contextmanager
-def _rng_preserved() -> Iterator[None]:
-    """Training a teacher reseeds the global RNGs; restore them so the student's dropout stream
-    is the same whether the teacher was trained now or loaded from the cache."""
-    py, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-        yield
-    random.setstate(py)
-    np.random.set_state(np_state)
-
-
-def teacher_paths(tcfg: TrainConfig) -> tuple[Path, Path]:
-    root = get_settings().home / "teachers"
-    key = config_key({"version": CACHE_VERSION, "teacher": tcfg.to_dict()})
-    return root / f"{key}.pt", root / f"{key}.json"
-
-
-def obtain_teacher(tcfg: TrainConfig) -> tuple[nn.Module, dict[str, Any], bool]:
-    """Load the teacher for ``tcfg`` from the cache, or train and cache it.
-
-    Returns (teacher in eval mode with frozen parameters, its sidecar facts, cached?).
-    """
-    from airlab.run.trainer import resolve_device, train
-
-    pt, meta_path = teacher_paths(tcfg)
-    pt.parent.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(tcfg.device)
-    with _exclusive(pt.with_suffix(".lock")):
-        if pt.exists() and meta_path.exists():
-            payload = torch.load(pt, map_location=device, weights_only=True)
-            teacher = _build(payload["spec"]).to(device)
-            teacher.load_state_dict(payload["state_dict"])
-            meta, cached = json.loads(meta_path.read_text()), True
-        else:
-            with _rng_preserved():
-                result = train(tcfg, keep_model=True)
-            if result.state != "finished":
-                raise AirlabError(f"distill: the teacher's training failed: {result.reason}",
-                                  "lower the lr or change kd_teacher_model")
-            teacher, m = result.model, result.metrics
-            unit = WORKLOAD_UNIT[tcfg.workload]
-            spec: dict[str, Any] = {"workload": tcfg.workload, "preset": tcfg.preset,
-                                    "model": dict(tcfg.model)}
-            if tcfg.workload == "charlm":
-                spec["vocab_size"] = int(teacher.config.vocab_size)
-            else:
-                spec["input_shape"] = list(teacher.input_shape)
-                spec["n_classes"] = _n_classes(teacher)
-            meta = {"version": CACHE_VERSION, "config": tcfg.to_dict(), "unit": unit,
-                    unit: m[unit], "train_seconds": m["train_seconds"], "flops": m["flops"],
-                    "flops_per_unit": m["flops"] / max(1.0, m[unit]),
-                    "val_loss": m["val_loss"], "params": m["params"], "steps": m["steps"],
-                    "info": {k: v for k, v in result.info.items() if k != "provenance"}}
-            _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
-            state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-            _atomic_write(pt, lambda p: torch.save({"spec": spec, "state_dict": state}, p))
-            cached = False
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher, meta, cached
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 class DistillHooks(Hooks):
-    """Gets the teacher in on_model; mixes its soft targets into the loss."""
+    """Loads the teacher run's weights in on_model; mixes its soft targets into the loss."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.temperature = float(self.options.get("kd_temperature", 2.0))
         self.alpha = float(self.options.get("kd_alpha", 0.5))
-        if not self.temperature > 0 or not 0 <= self.alpha <= 1:
-            raise AirlabError(f"kd_temperature={self.temperature} must be > 0 and "
-                              f"kd_alpha={self.alpha} in [0, 1]")
         self.teacher: nn.Module | None = None
         self.meta: dict[str, Any] = {}
-        self.cached = False
         self.units_seen = 0  # tokens/samples the teacher has scored during student training
         self._capture = False
         self._student_out: torch.Tensor | None = None
 
     def on_model(self, model: nn.Module) -> nn.Module:
-        cfg = TrainConfig(**self.config)
-        self.teacher, self.meta, self.cached = obtain_teacher(teacher_config(cfg))
+        key = self.options.get("teacher_key")
+        root = self.context.artifacts_dir
+        if not key or root is None:
+            raise AirlabError("distill: this run does not know where its teacher is",
+                              "resolve the config with airlab.plan.resolve and run it with the "
+                              "lab's settings")
+        folder = root / str(key)
+        if not has_trained(folder):
+            raise AirlabError(f"distill: the teacher's weights (run {key}) are missing at "
+                              f"{folder}", "run the experiment's prerequisites first "
+                              "(airlab run does; in Python: airlab.plan.prerequisites)")
         device = next(model.parameters()).device
-        self.teacher.to(device)
+        self.teacher, self.meta = load_trained(folder, device)
+        self.teacher.eval()
+        self.teacher.requires_grad_(False)
         # Capture the student's logits from the base loss's own forward pass (no second
         # forward), so a loss wrapped by an earlier technique is kept as the hard term.
         model.register_forward_hook(self._hook)
@@ -315,7 +213,6 @@ class DistillHooks(Hooks):
             "teacher_flops": float(m["flops"]),
             "teacher_val_loss": float(m["val_loss"]),
             "teacher_params": float(m["params"]),
-            "teacher_cached": 1.0 if self.cached else 0.0,
             # Training FLOPs are 3x forward, so one inference pass is flops_per_unit / 3.
             "teacher_forward_flops": float(m["flops_per_unit"]) / 3 * self.units_seen,
         }
@@ -323,8 +220,16 @@ class DistillHooks(Hooks):
 
 register(Technique(
     "distill", "distillation",
-    "knowledge distillation from a larger teacher (trained once per config/seed, cached)",
+    "knowledge distillation from a larger teacher (its own planned run, once per config/seed)",
     hooks=DistillHooks,
-    params={"kd_teacher_preset": None, "kd_teacher_model": None, "kd_teacher_tokens": None,
-            "kd_temperature": 2.0, "kd_alpha": 0.5},
+    options={
+        "kd_teacher_preset": Option(None, str, help="teacher preset (None: the student's)"),
+        "kd_teacher_model": Option(None, dict, help="teacher model-field overrides"),
+        "kd_teacher_tokens": Option(None, float, 0, 1e15, low_open=True,
+                                    help="teacher budget in the workload's unit (None: 2x)"),
+        "kd_temperature": Option(2.0, float, 0, 100, low_open=True),
+        "kd_alpha": Option(0.5, float, 0, 1, help="weight of the soft (teacher) term"),
+        "teacher_key": Option(None, str, help="the teacher run's key (set by resolve)"),
+    },
+    prerequisite=teacher_config, prerequisite_option="teacher_key",
 ))

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Option, Technique, register
+
+# One optimizer per run: every optimizer switch excludes the others.
+OPTIMIZER_SWITCHES = ("lion", "adafactor", "muon", "sgd_nesterov")
+
+
+def _others(name: str) -> tuple[str, ...]:
+    return tuple(n for n in OPTIMIZER_SWITCHES if n != name)
 
 
 def _with_lr(config: dict[str, Any], lr: float) -> dict[str, Any]:
     """lr and a min_lr that keeps the config's min_lr / lr ratio."""
-    ratio = float(config.get("min_lr", 0.0)) / float(config.get("lr", 1e-3))
+    ratio = float(config.get("min_lr", 0.0)) / float(config.get("lr", 1e-3))  # lr > 0: checked
     return {"lr": lr, "min_lr": lr * ratio}
 
 
@@ -50,13 +57,9 @@ class MuonHooks(Hooks):
     """Sets the AdamW groups' lr_scale = muon_adam_lr / lr and the Muon momentum."""
 
     def on_optimizer(self, optimizer: Any, model: Any) -> Any:
+        # resolve() applied the batch-size rule (lr_scaling) to lr and to muon_adam_lr alike
+        # (the option is declared scales_with_lr), so the ratio is the stated one.
         adam_lr = float(self.options["muon_adam_lr"])
-        # lr_scaling multiplied lr (and min_lr) at resolve time; the AdamW lr follows the same
-        # rule so that the stated batch-size rule applies to the whole optimizer.
-        rule = self.config.get("lr_scaling", "none")
-        if rule != "none" and self.config.get("base_batch_size"):
-            k = 1.0 if rule == "linear" else 0.5
-            adam_lr *= (self.config["batch_size"] / self.config["base_batch_size"]) ** k
         scale = adam_lr / float(self.config["lr"])
         for group in optimizer.param_groups:
             if group.get("use_muon"):
@@ -84,16 +87,22 @@ class MuonHooks(Hooks):
 for _t in (
     Technique("lion", "optimizers",
               "Lion optimizer (sign of interpolated momentum), lr / 3, weight decay x 3",
-              _lion),
+              _lion, excludes=_others("lion")),
     Technique("adafactor", "optimizers",
               "Adafactor: factored second moments (row + column vectors per matrix)",
-              {"optimizer": "adafactor"}),
+              {"optimizer": "adafactor"}, excludes=_others("adafactor")),
     Technique("muon", "optimizers",
               "Muon: Newton-Schulz orthogonalised momentum for hidden matrices, AdamW for the "
-              "rest", _muon, params={"muon_lr": 0.02, "muon_adam_lr": None,
-                                     "muon_momentum": 0.95},
-              hooks=MuonHooks),
+              "rest", _muon,
+              options={"muon_lr": Option(0.02, float, 0, 10, low_open=True,
+                                         help="lr of the Muon (hidden matrix) groups"),
+                       "muon_adam_lr": Option(None, float, 0, 10, low_open=True,
+                                              scales_with_lr=True,
+                                              help="lr of the AdamW groups (None: config lr)"),
+                       "muon_momentum": Option(0.95, float, 0, 1, high_open=True)},
+              hooks=MuonHooks, excludes=_others("muon")),
     Technique("sgd_nesterov", "optimizers", "SGD with Nesterov momentum 0.9",
-              _sgd, params={"sgd_lr": 0.1}),
+              _sgd, options={"sgd_lr": Option(0.1, float, 0, 100, low_open=True)},
+              excludes=_others("sgd_nesterov")),
 ):
     register(_t)

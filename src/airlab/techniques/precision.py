@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Technique, register
 
 
 def _cast_floats(obj: Any, dtype: torch.dtype) -> Any:
@@ -54,11 +54,11 @@ class BF16WeightsHooks(Hooks):
 
 for _t in (
     Technique("bf16", "mixed_precision", "bf16 autocast for the forward pass (fp32 weights)",
-              {"precision": "bf16"}),
+              {"precision": "bf16"}, excludes=("fp16",)),
     Technique("fp16", "mixed_precision", "fp16 autocast with loss scaling (CUDA only)",
-              {"precision": "fp16"}),
+              {"precision": "fp16"}, excludes=("bf16", "bf16_weights")),
     Technique("bf16_weights", "mixed_precision",
               "pure bf16 training: parameters, gradients and optimizer state in bf16",
-              hooks=BF16WeightsHooks),
+              hooks=BF16WeightsHooks, excludes=("fp16",)),
 ):
     register(_t)

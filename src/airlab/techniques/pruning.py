@@ -31,7 +31,7 @@ from torch import nn
 
 from airlab import measure
 from airlab.errors import AirlabError
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Option, Technique, register
 
 Masks = dict[str, torch.Tensor]
 
@@ -147,13 +147,15 @@ class _Unstructured(Hooks):
     def update(self, step: int, progress: float) -> None:
         raise NotImplementedError
 
+    def deploy(self, model: nn.Module, task: Any) -> nn.Module:
+        if self.target < self.sparsity:
+            # The budget ended before the schedule's end: prune now, without fine-tuning; the
+            # trainer evaluates the pruned model (and keeps the unpruned figure as *_before).
+            self.prune_to(self.sparsity, 1.0)
+        return model
+
     def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
         out: dict[str, float] = {}
-        if self.target < self.sparsity:
-            # The budget ended before the schedule's end: prune now, without fine-tuning, and
-            # report the pruned model's loss (the trainer's was measured before).
-            self.prune_to(self.sparsity, 1.0)
-            out.update({k: float(v) for k, v in task.evaluate(model).items()})
         out.update({
             "sparsity": measured_sparsity(self.weights),
             "prune_target": self.sparsity,
@@ -221,7 +223,7 @@ def _is_depthwise(m: nn.Module) -> bool:
 def neuron_groups(model: nn.Module) -> list[NeuronGroup]:
     """The prunable units: GPT MLP hidden neurons, or hidden units / conv channels of a
     feed-forward stack (layers taken in registration order, the usual data-flow order; the
-    rebuild check in on_finish catches a model where that is not so)."""
+    rebuild check in deploy catches a model where that is not so)."""
     if isinstance(getattr(model, "blocks", None), nn.Module):
         groups = []
         for i, block in enumerate(model.blocks):
@@ -271,6 +273,7 @@ class Structured(Hooks):
         self.keep: list[torch.Tensor] | None = None
         self.masks: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.set_at = 0.0
+        self.stats: dict[str, float] = {}
 
     def on_model(self, model: nn.Module) -> nn.Module:
         self.groups = neuron_groups(model)
@@ -379,11 +382,9 @@ class Structured(Hooks):
                 new.bias.copy_(b)
         return new
 
-    def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def deploy(self, model: nn.Module, task: Any) -> nn.Module:
         if self.keep is None:  # a budget too short to reach prune_at
             self.prune(model, 1.0)
-            out.update({k: float(v) for k, v in task.evaluate(model).items()})
         self.apply(model)
         pruned = {n: model.get_submodule(n).weight for n in self.masks}
         small = self.rebuild(model)
@@ -394,15 +395,17 @@ class Structured(Hooks):
             raise AssertionError(f"structured rebuild changed the outputs (max diff "
                                  f"{float((a - b).abs().max()):.3g})")
         removed = sum(g.size - len(k) for g, k in zip(self.groups, self.keep or [], strict=True))
-        out.update({
+        self.stats = {
             "sparsity": measured_sparsity(pruned),
             "neuron_sparsity": removed / sum(g.size for g in self.groups),
             "prune_target": self.sparsity,
             "prune_progress": self.set_at,
             "params_dense": float(measure.count_params(model)),
-        })
-        task.model = small
-        return out
+        }
+        return small
+
+    def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
+        return dict(self.stats)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -415,32 +418,51 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _validated(hooks: type[Hooks]) -> Any:
-    """Config hook that checks the options by building the hooks (cheap: no model yet), so a
-    bad value fails while the config is resolved, before any run starts."""
+    """Config hook that checks how the options fit together (prune_end after prune_start) by
+    building the hooks (cheap: no model yet), so a bad value fails at resolve time."""
     def check(config: dict[str, Any]) -> dict[str, Any]:
         hooks(config)
         return {}
     return check
 
 
+PRUNE_SWITCHES = ("prune_oneshot", "prune_gradual", "prune_structured")
+
+
+def _others(name: str) -> tuple[str, ...]:
+    return tuple(n for n in PRUNE_SWITCHES if n != name)
+
+
+def _frac(default: float, help: str, high: float = 1.0) -> Option:
+    return Option(default, float, 0.0, high, help=help)
+
+
+_SPARSITY = _frac(0.5, "fraction of the pruned set to remove", 0.999)
+_AT = _frac(0.5, "budget fraction at which to prune")
+
+
 register(Technique(
     name="prune_oneshot", area="pruning",
     help="global magnitude pruning of block weights to prune_sparsity at budget fraction "
          "prune_at, then fine-tuning with the mask kept",
-    params={"prune_sparsity": 0.5, "prune_at": 0.5},
+    options={"prune_sparsity": _SPARSITY, "prune_at": _AT},
     hooks=OneShot, overrides=_validated(OneShot),
-    workloads=("charlm", "vision")))
+    workloads=("charlm", "vision"), excludes=_others("prune_oneshot")))
 register(Technique(
     name="prune_gradual", area="pruning",
     help="Zhu & Gupta cubic sparsity schedule from prune_start to prune_end, global magnitude, "
          "masks updated every prune_every steps",
-    params={"prune_sparsity": 0.5, "prune_initial": 0.0, "prune_start": 0.1,
-            "prune_end": 0.8, "prune_every": 10},
-    hooks=Gradual, overrides=_validated(Gradual), workloads=("charlm", "vision")))
+    options={"prune_sparsity": _SPARSITY,
+             "prune_initial": _frac(0.0, "sparsity at prune_start", 0.999),
+             "prune_start": _frac(0.1, "budget fraction where the schedule starts"),
+             "prune_end": _frac(0.8, "budget fraction where it reaches prune_sparsity"),
+             "prune_every": Option(10, int, 1, 10**9, help="steps between mask updates")},
+    hooks=Gradual, overrides=_validated(Gradual), workloads=("charlm", "vision"),
+    excludes=_others("prune_gradual")))
 register(Technique(
     name="prune_structured", area="pruning",
     help="remove prune_sparsity of MLP neurons / conv channels per layer by L2 norm at "
          "prune_at, fine-tune, then rebuild smaller dense layers",
-    params={"prune_sparsity": 0.5, "prune_at": 0.5},
+    options={"prune_sparsity": _SPARSITY, "prune_at": _AT},
     hooks=Structured, overrides=_validated(Structured),
-    workloads=("charlm", "vision")))
+    workloads=("charlm", "vision"), excludes=_others("prune_structured")))

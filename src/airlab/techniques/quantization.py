@@ -9,10 +9,10 @@ which is larger than keeping it tied for small vocabularies. Convolutions are no
 Metrics returned by every quantization switch (on top of the trainer's ``params`` /
 ``model_bytes`` / latency, which it measures on the quantized ``task.model``):
 
-- ``val_loss`` (and ``val_bpc`` / ``val_acc``): of the quantized model; the trainer keeps the
-  fp32 figure as ``val_loss_before``.
-- ``quality_drop``: quantized val_loss - val_loss of the fp32 model handed to ``on_finish``
-  (re-evaluated here, so it is correct even when another technique changed the model).
+- ``val_loss`` (and ``val_bpc`` / ``val_acc``): of the quantized model, measured by the trainer
+  on what ``deploy`` returns; the trainer keeps the trained model's figures as
+  ``val_loss_before`` (``val_acc_before``, ...).
+- ``quality_drop``: val_loss - val_loss_before (the trainer computes it for every deploy step).
 - ``quant_layers``, ``quant_bits``; ``quant_bytes_fp32`` / ``quant_bytes``: ``model_bytes`` of
   the quantized layers before and after; ``quant_compression`` = their ratio (measured).
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from airlab import measure
 from airlab.errors import AirlabError
-from airlab.techniques import Hooks, Technique, register
+from airlab.techniques.base import Hooks, Option, Technique, register
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by all variants.
@@ -270,34 +270,35 @@ def _weight_only(model: nn.Module, bits: int, names: list[str]) -> nn.Module:
 
 
 class _QuantHooks(Hooks):
-    """Shared on_finish: quantize, evaluate, measure the quantized layers, ship the result."""
+    """Shared deploy: quantize and measure the quantized layers; the trainer evaluates it."""
 
     bits = 8
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.stats: dict[str, float] = {}
 
     def quantize(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         """Return the deployable quantized model and the names (in ``model``) it quantized."""
         raise NotImplementedError
 
-    def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
-        fp = task.evaluate(model)
+    def deploy(self, model: nn.Module, task: Any) -> nn.Module:
         qmodel, names = self.quantize(model)
-        out = {k: float(v) for k, v in task.evaluate(qmodel).items()}
         inner = qmodel.inner if isinstance(qmodel, OnCPU) else qmodel
         bytes_fp32 = sum(measure.model_bytes(model.get_submodule(n)) for n in names)
         bytes_q = sum(measure.model_bytes(inner.get_submodule(n)) for n in names)
-        out.update({
-            "quality_drop": out["val_loss"] - float(fp["val_loss"]),
+        self.stats = {
             "quant_bits": float(self.bits),
             "quant_layers": float(len(names)),
             "quant_weights": float(sum(model.get_submodule(n).weight.numel() for n in names)),
             "quant_bytes_fp32": float(bytes_fp32),
             "quant_bytes": float(bytes_q),
             "quant_compression": bytes_fp32 / bytes_q if bytes_q else 1.0,
-        })
-        if "val_acc" in fp:
-            out["val_acc_before"] = float(fp["val_acc"])
-        task.model = qmodel
-        return out
+        }
+        return qmodel
+
+    def on_finish(self, model: nn.Module, task: Any) -> dict[str, float]:
+        return dict(self.stats)
 
 
 class PTQInt8(_QuantHooks):
@@ -342,26 +343,29 @@ class QAT(_QuantHooks):
         return _weight_only(model, self.bits, names), names
 
 
-def _validate_qat(config: dict[str, Any]) -> dict[str, Any]:
-    """Check quant_bits while the config is resolved, so a bad value fails before any run."""
-    _check_bits(config.get("options", {}).get("quant_bits", 8))
-    return {}
+# One quantization of the shipped model: the switches exclude each other.
+QUANT_SWITCHES = ("ptq_int8", "wq_int8", "wq_int4", "qat")
+
+
+def _others(name: str) -> tuple[str, ...]:
+    return tuple(n for n in QUANT_SWITCHES if n != name)
 
 
 register(Technique(
     name="ptq_int8", area="quantization",
     help="post-training dynamic int8 of Linear layers (torch.ao, CPU); reports the quantized "
          "model's val_loss, quality_drop and bytes",
-    hooks=PTQInt8, workloads=("charlm", "vision")))
+    hooks=PTQInt8, workloads=("charlm", "vision"), excludes=_others("ptq_int8")))
 register(Technique(
     name="wq_int8", area="quantization",
     help="weight-only int8 Linear weights, per-output-channel symmetric scales",
-    hooks=WeightOnlyInt8, workloads=("charlm", "vision")))
+    hooks=WeightOnlyInt8, workloads=("charlm", "vision"), excludes=_others("wq_int8")))
 register(Technique(
     name="wq_int4", area="quantization",
     help="weight-only int4 Linear weights (two per byte), per-output-channel symmetric scales",
-    hooks=WeightOnlyInt4, workloads=("charlm", "vision")))
+    hooks=WeightOnlyInt4, workloads=("charlm", "vision"), excludes=_others("wq_int4")))
 register(Technique(
     name="qat", area="quantization",
     help="quantization-aware training: fake-quant Linear weights (STE), then weight-only int",
-    overrides=_validate_qat, params={"quant_bits": 8}, hooks=QAT, workloads=("charlm", "vision")))
+    options={"quant_bits": Option(8, int, 2, 8, help="integer bits of the shipped weights")},
+    hooks=QAT, workloads=("charlm", "vision"), excludes=_others("qat")))

@@ -1,97 +1,30 @@
-"""The `airlab` command: thin Typer commands over the library."""
+"""Commands that train: `run` (an experiment), `train` (one run) and `check` (plan, no training).
+
+Thin wrappers: the pipeline is airlab.experiment; heavy imports happen inside the commands.
+"""
 
 from __future__ import annotations
 
-import math
 import re
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from airlab.cli.common import (
+    RichReporter,
+    console,
+    executor,
+    open_store,
+    print_error,
+    print_finished,
+    settings,
+)
 from airlab.errors import AirlabError, did_you_mean
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="airlab: an automated AI research lab for cheaper training.")
-# Outside a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give it room.
-console = Console() if sys.stdout.isatty() else Console(width=160)
-err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
-_state: dict[str, Any] = {"db": None, "home": None}
 
-
-@app.callback()
-def _global(
-    db: str = typer.Option(None, "--db", help="SQLAlchemy URL of the store (env AIRLAB_DB)."),
-    home: str = typer.Option(None, "--home", help="Lab folder (env AIRLAB_HOME; default .airlab)."),
-) -> None:
-    _state["db"], _state["home"] = db, home
-
-
-def _store():  # type: ignore[no-untyped-def]
-    from airlab.settings import get_settings
-    from airlab.store import Store
-
-    s = get_settings(db=_state["db"], home=_state["home"])
-    return Store(s.db_url)
-
-
-class RichReporter:
-    """Progress bars: one for the experiment's runs, one per active run's budget."""
-
-    def __init__(self, title: str) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=console, transient=False)
-        self.title = title
-        self.runs_task: TaskID | None = None
-        self.active: dict[int, TaskID] = {}
-
-    def start(self, total: int, done: int) -> None:
-        self.progress.start()
-        self.runs_task = self.progress.add_task(f"[bold]{self.title}[/] runs", total=total,
-                                                completed=done,
-                                                info=f"{done} reused" if done else "")
-
-    def _label(self, run: dict[str, Any]) -> str:
-        return f"  {run['arm']} seed {run['seed']}"
-
-    def event(self, run: dict[str, Any], ev: dict[str, Any]) -> None:
-        tid = self.active.get(run["id"])
-        if tid is None:
-            tid = self.progress.add_task(self._label(run), total=100, info="")
-            self.active[run["id"]] = tid
-        if ev.get("type") == "step":
-            self.progress.update(tid, completed=100 * ev["progress"],
-                                 info=f"step {ev['step']} loss {ev['loss']:.3f}")
-        elif ev.get("type") == "eval":
-            self.progress.update(tid, info=f"val_loss {ev['val_loss']:.4f}")
-
-    def finished(self, run: dict[str, Any], result: Any) -> None:
-        tid = self.active.pop(run["id"], None)
-        if tid is not None:
-            self.progress.remove_task(tid)
-        msg = (f"val_loss {result.metrics.get('val_loss', math.nan):.4f}"
-               if result.state == "finished" else f"[red]failed: {result.reason}[/]")
-        self.progress.console.print(f"{self._label(run).strip()}: {msg}")
-        if self.runs_task is not None:
-            self.progress.advance(self.runs_task)
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-
-def _executor(workers: int, timeout: float | None, threads: int | None):  # type: ignore[no-untyped-def]
-    from airlab.executors.local import LocalExecutor
-
-    return LocalExecutor(workers, threads=threads, timeout_s=timeout)
-
-
-@app.command()
 def run(
     spec: str = typer.Argument(None, help="A spec YAML file or a built-in experiment name."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Runs at a time."),
@@ -110,7 +43,7 @@ def run(
                                "code changed."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
-    from airlab.spec import library_specs, load_spec
+    from airlab.spec import library_specs
 
     if list_:
         _list_library(library_specs())
@@ -118,36 +51,42 @@ def run(
     if not spec:
         raise AirlabError("give a spec file or a built-in experiment name",
                           "see `airlab run --list`")
-    s = load_spec(spec)  # before the heavy imports: a typo is reported at once
+    from airlab.check import load_checked
+
+    s = load_checked(spec, settings())  # every problem with file:line, before any run
     if quick:
         s = quick_spec(s)
     if until_decisive:
-        from airlab.report.commands import decide_spec
+        from airlab.cli.results import decide_spec
 
         decide_spec(s, max_seeds=max_seeds, step=2, alpha=0.05, workers=workers,
-                    threads=threads, timeout=timeout)
+                    threads=threads, timeout=timeout, retry_failed=retry_failed)
         return
 
-    from airlab.analysis.compare import analyze
     from airlab.experiment import run_experiment
-    from airlab.report.commands import finish_experiment, lab_home
-    from airlab.report.post import write_tracking
     from airlab.report.table import analysis_table
 
-    store = _store()
-    home = lab_home()
+    store = open_store()
     if fresh:
         archived = store.archive_experiment(s.name)
         if archived:
             console.print(f"archived the stored {s.name} as {archived}")
     t0 = time.perf_counter()
-    out = run_experiment(s, store, _executor(workers, timeout, threads),
-                         reporter=RichReporter(s.name),
-                         on_result=lambda run, res: write_tracking(store, s.name, home))
+    with executor(workers, timeout, threads) as ex:
+        out = run_experiment(s, store, ex, settings=settings(), reporter=RichReporter(s.name),
+                             retry_failed=retry_failed)
+    pre = out.prerequisites
+    if pre is not None:
+        mets = store.metrics([r["id"] for r in pre.rows])
+        secs = sum(m.get("train_seconds") or 0.0 for m in mets.values())
+        console.print(f"{s.name}: prerequisites (teacher runs) stored as {s.name}.teacher: "
+                      f"{pre.planned} runs, {pre.failed} failed, {secs:.1f} s of training "
+                      "that the arms using them also cost", highlight=False)
     console.print(f"{s.name}: {out.planned} runs planned, {out.reused} reused, {out.ran} run "
                   f"({out.failed} failed) in {time.perf_counter() - t0:.1f} s; store {store.url}")
-    console.print(analysis_table(analyze(store, s.name)))
-    finish_experiment(store, s.name, home)
+    assert out.analysis is not None and out.verdict is not None  # rated: kind "experiment"
+    console.print(analysis_table(out.analysis))
+    print_finished(out.verdict, out.folder)
 
 
 def quick_spec(s: Any) -> Any:
@@ -179,6 +118,35 @@ def _list_library(lib: dict[str, Any]) -> None:
         t.add_row(name, d.get("area", ""), d.get("workload", "charlm"), arms, budget,
                   d.get("hypothesis", "")[:70])
     console.print(t)
+
+
+def check(spec: str = typer.Argument(..., help="A spec YAML file or a built-in experiment name."),
+          ) -> None:
+    """Check a spec without training: validate it, then print its plan (arms x seeds, each arm's
+    resolved config, the budget in the workload's units, the estimated time).
+
+    Exit 0 when valid, 2 with one line per problem otherwise.
+    """
+    from airlab.check import check_file, plan_summary
+
+    s, problems = check_file(spec, settings())
+    if problems or s is None:
+        for p in problems:
+            print_error(p)
+        raise typer.Exit(2)
+    # Throughput is measured from the store when there is one; a check never creates it.
+    summary = plan_summary(s, store=open_store() if _store_exists() else None,
+                           settings=settings())
+    for line in summary.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _store_exists() -> bool:
+    url = settings().db_url
+    if not url.startswith("sqlite"):
+        return True  # a server: reading it creates nothing
+    path = url.split(":///", 1)[-1]
+    return bool(path) and path != ":memory:" and Path(path).is_file()
 
 
 # -- train: one run with one flag per switch ---------------------------------------------------
@@ -233,7 +201,6 @@ def parse_train_args(args: list[str]) -> tuple[list[str], dict[str, Any]]:
     return use, options
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     workload: str = typer.Argument("charlm", help="charlm or vision."),
@@ -262,16 +229,16 @@ def train(
     if len(budget) > 1:
         raise AirlabError(f"give one budget, got {', '.join('--' + k for k in budget)}")
     cfg = resolve(workload=workload, preset=preset, dataset=dataset, budget=budget, seed=seed,
-                  use=use, options=options)
+                  use=use, options=options, settings=settings())
     name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.run_key[:6]}"
     spec = ExperimentSpec(name=name, hypothesis="single run (airlab train)", workload=workload,
                           preset=cfg.preset, dataset=cfg.dataset, budget=budget,
-                          baseline=Arm(name="run", use=use, options=options), arms=[],
+                          options=options, baseline=Arm(name="run", use=use), arms=[],
                           seeds=[seed], timeout_s=timeout, tolerance=0.0)
-    store = _store()
     results: list[Any] = []
-    run_experiment(spec, store, _executor(1, timeout, threads), reporter=RichReporter(name),
-                   kind="train", on_result=lambda r, res: results.append(res))
+    with executor(1, timeout, threads) as ex:
+        run_experiment(spec, open_store(), ex, settings=settings(), reporter=RichReporter(name),
+                       kind="train", on_result=lambda r, res: results.append(res))
     res = results[0]
     console.print(f"run: {name}")
     console.print(f"state: {res.state}")
@@ -281,90 +248,3 @@ def train(
         console.print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
     if res.state != "finished":
         raise typer.Exit(1)
-
-
-@app.command()
-def show(name: str = typer.Argument(..., help="Experiment name."),
-         runs: bool = typer.Option(False, "--runs", help="List every run too.")) -> None:
-    """Reprint an experiment's result table from the store."""
-    from airlab.analysis.compare import analyze
-    from airlab.report.table import analysis_table
-
-    store = _store()
-    exp = store.experiment(name)
-    if exp is not None and exp["kind"] == "train":
-        runs = True
-    else:
-        console.print(analysis_table(analyze(store, name)))
-    if runs and exp is not None:
-        rows = store.runs(exp["id"])
-        mets = store.metrics([r["id"] for r in rows])
-        t = Table(title=f"runs of {name}")
-        for c in ("arm", "seed", "state", "attempts", "val_loss", "train s", "run key", "reason"):
-            t.add_column(c)
-        for r in rows:
-            m = mets[r["id"]]
-            t.add_row(r["arm"], str(r["seed"]), r["state"], str(r["attempts"]),
-                      f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "—",
-                      f"{m['train_seconds']:.1f}" if m.get("train_seconds") is not None else "—",
-                      r["run_key"], r["reason"] or "")
-        console.print(t)
-
-
-@app.command()
-def data() -> None:
-    """List the datasets and where each comes from."""
-    from airlab.data import describe_datasets
-
-    t = Table(title="datasets")
-    rows = describe_datasets()
-    for c in rows[0].keys() if rows else ("name",):
-        t.add_column(str(c))
-    for r in rows:
-        t.add_row(*[str(v) for v in r.values()])
-    console.print(t)
-
-
-@app.command()
-def techniques() -> None:
-    """List the registered techniques (--use_<name> switches)."""
-    from airlab.techniques import TECHNIQUES
-
-    t = Table(title="techniques")
-    for c in ("flag", "area", "workloads", "options", "what it does"):
-        t.add_column(c)
-    for name, tech in sorted(TECHNIQUES.items()):
-        t.add_row(f"--use_{name}", tech.area, ", ".join(tech.workloads),
-                  ", ".join(f"{k}={v}" for k, v in tech.params.items()), tech.help)
-    console.print(t)
-
-
-from airlab.report import commands as _report_commands  # noqa: E402,F401
-
-
-def main() -> None:
-    """Entry point: user errors print one line, never a traceback."""
-    try:
-        rc = app(standalone_mode=False)  # returns the code of a typer.Exit
-    except AirlabError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished runs are stored, `airlab run` resumes")
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as e:  # click usage errors carry their own message
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
-    sys.exit(rc if isinstance(rc, int) else 0)
-
-
-if __name__ == "__main__":  # prefer `python -m airlab`
-    main()

@@ -1,66 +1,49 @@
-"""CLI commands of the reporting side: status, verdict, export and decide.
-
-Imported at the end of airlab.cli; the functions register on its Typer app at the bottom of
-this module. Run the command line as ``airlab`` or ``python -m airlab``.
-"""
+"""Commands that read and judge stored results: show, status, verdict, export and decide."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
+from airlab.cli.common import (
+    RichReporter,
+    console,
+    executor,
+    open_store,
+    print_finished,
+    settings,
+)
 from airlab.errors import AirlabError
 
-BAND_STYLE = {"publishable": "bold green", "good progress": "yellow", "needs work": "red"}
 
+def show(name: str = typer.Argument(..., help="Experiment name."),
+         runs: bool = typer.Option(False, "--runs", help="List every run too.")) -> None:
+    """Reprint an experiment's result table from the store."""
+    from airlab.analysis.compare import analyze
+    from airlab.report.table import analysis_table
 
-def _cli() -> Any:
-    """The airlab.cli module (imported late: it imports this module at its end)."""
-    import airlab.cli
-
-    return airlab.cli
-
-
-def _store() -> Any:
-    return _cli()._store()
-
-
-class _Console:
-    """Forwards to the CLI's console (resolved at call time, after airlab.cli finished)."""
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        _cli().console.print(*args, **kwargs)
-
-
-console = _Console()
-
-
-def lab_home() -> Path:
-    from airlab.settings import get_settings
-
-    state = _cli()._state
-    return get_settings(db=state["db"], home=state["home"]).home
-
-
-def _print_verdict(v: Any) -> None:
-    console.print(Text.assemble((f"{v.experiment}: ", "bold"),
-                                (f"{v.rating}/10 {v.band}", BAND_STYLE.get(v.band, "")),
-                                f"  (best arm: {v.best_arm or '—'}, rubric {v.rubric_version})"))
-    t = Table(title_justify="left")
-    for c in ("component", "points", "checks"):
-        t.add_column(c)
-    for comp, b in v.breakdown.items():
-        checks = ", ".join(f"{k}: {'yes' if x is True else 'no' if x is False else x}"
-                           for k, x in (b.get("checks") or {}).items())
-        t.add_row(comp, f"{b['points']}/{b['max']}", checks)
-    console.print(t)
-    for line in v.critique:
-        console.print(f"  - {line}", highlight=False)
+    store = open_store()
+    exp = store.experiment(name)
+    if exp is not None and exp["kind"] in ("train", "prerequisite"):
+        runs = True  # a single run or a teacher: no arms to compare, list the runs
+    else:
+        console.print(analysis_table(analyze(store, name)))
+    if runs and exp is not None:
+        rows = store.runs(exp["id"])
+        mets = store.metrics([r["id"] for r in rows])
+        t = Table(title=f"runs of {name}")
+        for c in ("arm", "seed", "state", "attempts", "val_loss", "train s", "run key", "reason"):
+            t.add_column(c)
+        for r in rows:
+            m = mets[r["id"]]
+            t.add_row(r["arm"], str(r["seed"]), r["state"], str(r["attempts"]),
+                      f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "—",
+                      f"{m['train_seconds']:.1f}" if m.get("train_seconds") is not None else "—",
+                      r["run_key"], r["reason"] or "")
+        console.print(t)
 
 
 def status() -> None:
@@ -72,7 +55,7 @@ def status() -> None:
     """
     from airlab.report.tracker import print_status
 
-    print_status(_store(), _cli().console)
+    print_status(open_store(), console)
 
 
 def verdict(
@@ -83,10 +66,9 @@ def verdict(
                               help="Write the experiment folder (analysis.md ... post.md)."),
 ) -> None:
     """Rate an experiment 1-10 with the rubric (docs/rubric.md) and print the critique."""
-    from airlab.report.post import write_artifacts
-    from airlab.validate import rate_experiment
+    from airlab.experiment import finish_experiment
 
-    store = _store()
+    store = open_store()
     if all_:
         names = [e["name"] for e in store.experiments(kind="experiment")]
     elif name:
@@ -94,11 +76,8 @@ def verdict(
     else:
         raise AirlabError("give an experiment name or --all", "see `airlab status`")
     for n in names:
-        v = rate_experiment(store, n, save=save)
-        _print_verdict(v)
-        if post:
-            paths = write_artifacts(store, n, lab_home())
-            console.print(f"  experiment folder: {paths[0].parent}", highlight=False)
+        done = finish_experiment(store, n, settings=settings(), save=save, write=post)
+        print_finished(done.verdict, done.paths[0].parent if done.paths else None)
 
 
 def export(
@@ -114,8 +93,8 @@ def export(
     """
     from airlab.report.export import export as do_export
 
-    folder = Path(out) if out else lab_home() / "export"
-    res = do_export(_store(), folder, tensorboard=tensorboard)
+    folder = Path(out) if out else settings().home / "export"
+    res = do_export(open_store(), folder, tensorboard=tensorboard)
     console.print(f"report: {folder / 'report.html'} ({len(res.files)} files in {folder})",
                   highlight=False)
     for note in res.notes:
@@ -124,12 +103,13 @@ def export(
 
 def _load(ref: str) -> Any:
     """A spec file, a built-in experiment, or the spec of a stored experiment."""
-    from airlab.spec import load_spec, spec_from_dict
+    from airlab.check import load_checked
+    from airlab.spec import spec_from_dict
 
     try:
-        return load_spec(ref)
+        return load_checked(ref, settings())
     except AirlabError:
-        exp = _store().experiment(ref)
+        exp = open_store().experiment(ref)
         if exp is None or exp["kind"] != "experiment":
             raise
         return spec_from_dict(exp["spec"], f"stored experiment '{ref}'")
@@ -145,6 +125,7 @@ def decide(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Runs at a time."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
     timeout: float = typer.Option(None, "--timeout", min=1, help="Per-run time limit, s."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed runs again."),
 ) -> None:
     """Run until decisive: add seeds (42, 137, 256, 512, 1024, ...) while any arm is undecided.
 
@@ -155,25 +136,25 @@ def decide(
     decided when the spec sets a tolerance. Finished runs are reused.
     """
     decide_spec(_load(spec), max_seeds=max_seeds, step=step, alpha=alpha, workers=workers,
-                threads=threads, timeout=timeout)
+                threads=threads, timeout=timeout, retry_failed=retry_failed)
 
 
 def decide_spec(s: Any, *, max_seeds: int, step: int, alpha: float, workers: int,
-                threads: int | None, timeout: float | None) -> None:
+                threads: int | None, timeout: float | None, retry_failed: bool = False) -> None:
     """`airlab decide` on a loaded spec (also `airlab run --until-decisive`)."""
-    from airlab.analysis.compare import analyze
+    from airlab.decide import look_schedule, run_until_decisive
+    from airlab.experiment import finish_experiment
     from airlab.report.post import write_tracking
     from airlab.report.table import analysis_table
-    from airlab.validate import look_schedule, run_until_decisive
 
-    store = _store()
-    home = lab_home()
+    store = open_store()
+    home = settings().home
     schedule = look_schedule(len(s.seeds), max_seeds, step)
     console.print(f"{s.name}: looks at {', '.join(map(str, schedule))} seeds per arm; "
                   f"alpha {alpha:g} split over {len(schedule)} looks = "
                   f"{alpha / len(schedule):.4g} each", highlight=False)
 
-    def after_run(run: dict[str, Any], _result: Any) -> None:
+    def after_run(_run: dict[str, Any], _result: Any) -> None:
         write_tracking(store, s.name, home)
 
     def on_look(look: Any) -> None:
@@ -181,39 +162,15 @@ def decide_spec(s: Any, *, max_seeds: int, step: int, alpha: float, workers: int
         console.print(f"look at n = {look.n} (alpha {look.alpha:.4g}): {shown}",
                       highlight=False)
 
-    cli = _cli()
-    d = run_until_decisive(s, store, cli._executor(workers, timeout, threads),
-                           max_seeds=max_seeds, step=step, alpha=alpha,
-                           reporter=cli.RichReporter(s.name),
-                           on_result=after_run, on_look=on_look)
-    console.print(analysis_table(analyze(store, s.name)))
+    with executor(workers, timeout, threads) as ex:
+        d = run_until_decisive(s, store, ex, settings=settings(), max_seeds=max_seeds,
+                               step=step, alpha=alpha, reporter=RichReporter(s.name),
+                               retry_failed=retry_failed,
+                               on_result=after_run, on_look=on_look)
+    assert d.analysis is not None  # at least one look
+    console.print(analysis_table(d.analysis))
     state = "decided" if d.decided else "still undecided at the seed cap"
     console.print(f"{s.name}: {state} after {len(d.looks)} look(s), {len(d.seeds)} seeds per "
                   f"arm ({', '.join(map(str, d.seeds))})", highlight=False)
-    finish_experiment(store, s.name, home)
-
-
-def finish_experiment(store: Any, name: str, home: Path) -> None:
-    """After runs: rate with the rubric (stored with its breakdown), write the folder's posts."""
-    from airlab.report.post import write_artifacts
-    from airlab.validate import rate_experiment
-
-    _print_verdict(rate_experiment(store, name, save=True))
-    paths = write_artifacts(store, name, home)
-    console.print(f"experiment folder: {paths[0].parent}", highlight=False)
-
-
-def _flow(doc: str | None) -> str:
-    """Join a docstring's wrapped lines into paragraphs: Rich help keeps hard line breaks."""
-    import inspect
-
-    paras = inspect.cleandoc(doc or "").split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paras)
-
-
-def _register(app: typer.Typer) -> None:
-    for fn in (status, verdict, export, decide):
-        app.command(help=_flow(fn.__doc__))(fn)
-
-
-_register(sys.modules["airlab.cli"].app)  # airlab.cli is mid-import: take it from sys.modules
+    done = finish_experiment(store, s.name, settings=settings(), analysis=d.analysis)
+    print_finished(done.verdict, done.paths[0].parent if done.paths else None)
