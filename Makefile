@@ -26,8 +26,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Lab overhead % of an experiment's wall time and trainer / plain-loop throughput (~3-6 min on
+# 2 quiet cores; add ARGS="--quality 1e6" for the 1M-token validation-loss check).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_trainer.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

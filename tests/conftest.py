@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_fixture import any_db_url, pg_server, pg_url  # noqa: F401 (PostgreSQL)
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Resolved: ../shared may be a symbolic link, and loaders report resolved paths.
+SHARED_DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data").resolve()
 
 # A transformer small enough that a run takes about a second on one core.
 MICRO = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,

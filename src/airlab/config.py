@@ -49,6 +49,10 @@ class TrainConfig(BaseModel):
 
     eval_points: int = Field(8, ge=1)  # evaluations after step 0, evenly spaced over the budget
     eval_tokens: int = Field(16384, ge=1)  # fixed held-out subset for text (same for all runs)
+    # Which held-out subset evaluate() reads: "val", the fixed subset verdicts are made on, or
+    # "select", a disjoint one that choices made before the verdict (the lr sweep) use, so the
+    # verdict is not measured on the data that chose the runs' settings. See workloads.py.
+    eval_split: Literal["val", "select"] = "val"
     diverge_factor: float = Field(3.0, gt=1)  # loss above factor x initial loss => diverged
 
     latency: bool = False  # measure inference latency (batch 1 and a full batch) after training
@@ -128,7 +132,8 @@ _BOOL_FIELDS = {"latency", "save_model"}
 # override them and arm options may not set them.
 RESERVED_FIELDS = frozenset({
     "workload", "preset", "dataset", "seed", *BUDGET_UNITS, "device", "eval_points",
-    "eval_tokens", "diverge_factor", "latency", "max_steps", "save_model", "techniques", "code",
+    "eval_tokens", "eval_split", "diverge_factor", "latency", "max_steps", "save_model",
+    "techniques", "code",
 })
 
 

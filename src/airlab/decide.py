@@ -1,25 +1,27 @@
 """Sequential decisions: add seeds to an experiment until every arm is decided ("run until
-decisive"), with the type-I error held over all looks and arms.
+decisive"), with the type-I error held over all looks and arms, across calls.
 
 A pipeline step above :mod:`airlab.experiment`: each look executes the missing runs through
-:func:`airlab.experiment.execute_runs`, analyses once and decides per arm. The rubric itself
-(:mod:`airlab.validate`) is not involved until the caller finishes the experiment.
+:func:`airlab.experiment.execute_runs`, analyses once and decides the undecided arms with
+:func:`airlab.analysis.decisions.sequential_look`: alpha is spent as ``alpha (n / n_max)^2``
+by the look at n pairs, Holm across the undecided arms inside a look, for better/worse and
+for equivalence (the margin of :func:`airlab.analysis.compare.analyze`). The state (looks
+done, alpha spent per arm, decisions) is kept in the store, so running ``decide`` again
+continues the spending instead of restarting it. The rubric (:mod:`airlab.validate`) is not
+involved until the caller finishes the experiment.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from scipy import stats as st
-
-from airlab.analysis import stats
-from airlab.analysis.compare import Analysis, ArmRow, analyze
+from airlab.analysis import decisions
+from airlab.analysis.compare import Analysis, analyze
 from airlab.errors import AirlabError
 from airlab.experiment import Reporter, execute_runs
+from airlab.store import load_sequential_state, save_sequential_state
 from airlab.validate import ALPHA, next_seeds
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ class Look:
 
     n: int  # seeds per arm at this look
     alpha: float  # the alpha spent at this look
-    decisions: dict[str, str]  # arm -> better | worse | equivalent | within noise | undecided
+    decisions: dict[str, str]  # arm -> better | worse | equivalent | undecided
 
     @property
     def decided(self) -> bool:
@@ -47,7 +49,7 @@ class Look:
 class Decision:
     experiment: str
     alpha: float
-    alpha_per_look: float
+    alpha_per_look: float  # the alpha the first look of this call could spend
     schedule: list[int]  # planned seeds per arm at each look
     looks: list[Look]
     seeds: list[int]  # the seeds the experiment ended with
@@ -68,33 +70,6 @@ def look_schedule(start: int, max_seeds: int, step: int) -> list[int]:
     return out + [max_seeds]
 
 
-def arm_decision(row: ArmRow, base: ArmRow, direction: str, alpha: float,
-                 tolerance: float = 0.0) -> str:
-    """Whether one arm is decided at this look's alpha (Holm across arms already applied)."""
-    c = row.comparison
-    if c is None or row.p_holm is None or math.isnan(row.p_holm):
-        return "undecided"
-    v = stats.verdict(c, alpha=alpha, adjusted_p=row.p_holm)
-    if v in ("better", "worse"):
-        return v
-    if row.p_holm < alpha:
-        return "within noise"  # significant, yet too small for the seeds rule
-    if tolerance > 0:
-        # Equivalence by two one-sided tests: the (1 - 2 alpha) interval of the paired
-        # difference inside +-tolerance decides "no difference" at the same alpha.
-        b = np.asarray(base.values, dtype=float)
-        x = np.asarray(row.values, dtype=float)
-        if b.size == x.size:
-            d = (x - b)[~(np.isnan(x) | np.isnan(b))]
-            if d.size >= 2:
-                se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
-                half = float(st.t.ppf(1 - alpha, d.size - 1)) * se
-                m = float(np.mean(d))
-                if -tolerance < m - half and m + half < tolerance:
-                    return "equivalent"
-    return "undecided"
-
-
 def run_until_decisive(
     spec: ExperimentSpec, store: Store, executor: Executor, *, settings: Settings | None = None,
     max_seeds: int = 10, step: int = 2, alpha: float = ALPHA, reporter: Reporter | None = None,
@@ -104,32 +79,47 @@ def run_until_decisive(
 ) -> Decision:
     """Add seeds until every arm is decided or ``max_seeds`` per arm is reached.
 
-    Looks happen at the seed counts of :func:`look_schedule`. The overall alpha is split
-    evenly over the K planned looks (Bonferroni, alpha/K each; Holm across arms inside a look),
-    so the chance of any false "better"/"worse"/"equivalent" over all arms and all looks stays
-    at most ``alpha`` whatever the correlation between looks. New seeds continue SEED_SEQUENCE;
-    finished runs are reused, so stopping and calling again resumes. The experiment is not
-    rated here: give ``Decision.analysis`` to :func:`airlab.experiment.finish_experiment`.
+    Looks happen at the seed counts of :func:`look_schedule`. Each look spends the alpha the
+    spending function allows since the previous look (``decisions.look_alpha``), on the arms
+    still undecided, Holm across them; decided arms keep their label. Over all looks and arms,
+    the chance of any false "better"/"worse"/"equivalent" stays at most ``alpha``, and the
+    state lives in the store: a second call continues from the looks already done (a look with
+    no new pairs spends nothing), with the stored ``n_max`` and ``alpha``. New seeds continue
+    SEED_SEQUENCE; finished runs are reused. The experiment is not rated here: give
+    ``Decision.analysis`` to :func:`airlab.experiment.finish_experiment`.
     """
     if not spec.arms:
         raise AirlabError(f"experiment '{spec.name}' has no arm to decide on",
                           "add at least one arm besides the baseline")
+    state = load_sequential_state(store, spec.name)
+    arm_names = [arm.name for arm in spec.arms]
+    if state is None:
+        state = decisions.new_sequential_state(arm_names, max_seeds, alpha)
+    else:  # continue: the stored plan (n_max, alpha) holds, whatever this call asks
+        max_seeds, alpha = int(state["n_max"]), float(state["alpha"])
     schedule = look_schedule(len(spec.seeds), max_seeds, step)
-    per_look = alpha / len(schedule)
+    done_n = state["looks"][-1]["n"] if state["looks"] else 0
     seeds = list(spec.seeds) + next_seeds(spec.seeds, max(0, schedule[-1] - len(spec.seeds)))
     looks: list[Look] = []
     a: Analysis | None = None
+    first_alpha = decisions.look_alpha(state, schedule[0]) if schedule else 0.0
     for n in schedule:
+        if n < done_n and n != schedule[-1]:
+            continue  # an earlier call looked past this point already
         current = spec.model_copy(update={"seeds": seeds[:n]})
         counts = execute_runs(current, store, executor, settings=settings, reporter=reporter,
                               retry_failed=retry_failed, on_result=on_result)
         a = analyze(store, spec.name, runs=counts.rows)
-        look = Look(n, per_look, {r.arm: arm_decision(r, a.baseline, a.direction, per_look,
-                                                      spec.tolerance)
-                                  for r in a.rows[1:]})
+        step_alpha = decisions.look_alpha(state, n)
+        labels, state = decisions.sequential_look(
+            state, a.baseline.values, {r.arm: r.values for r in a.rows[1:]}, a.direction,
+            a.margin.value)
+        save_sequential_state(store, spec.name, state)
+        spent = step_alpha if state["looks"] and state["looks"][-1]["n"] == n else 0.0
+        look = Look(n, spent, {arm: labels.get(arm, "undecided") for arm in arm_names})
         looks.append(look)
         if on_look:
             on_look(look)
         if look.decided:
             break
-    return Decision(spec.name, alpha, per_look, schedule, looks, seeds[:looks[-1].n], a)
+    return Decision(spec.name, alpha, first_alpha, schedule, looks, seeds[:looks[-1].n], a)

@@ -13,6 +13,9 @@ run again, and a row left 'running' by a killed airlab goes back to 'pending' on
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from airlab.executors.base import Executor, Job
 from airlab.run.result import RunResult
 from airlab.settings import Settings, get_settings
 from airlab.spec import ExperimentSpec
-from airlab.store import Store
+from airlab.store import Store, owner_id
 
 if TYPE_CHECKING:
     from airlab.analysis.compare import Analysis
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from airlab.validate import Verdict
 
 OnResult = Callable[[dict[str, Any], RunResult], None]
+log = logging.getLogger(__name__)
 
 
 class Reporter(Protocol):
@@ -224,54 +228,227 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
              executor: Executor, *, settings: Settings, reporter: Reporter,
              retry_failed: bool, kind: str, on_result: OnResult | None = None,
              blocked: dict[str, str] | None = None) -> RunCounts:
-    """Store the plans as experiment ``name`` and run those not finished (nor blocked)."""
-    from airlab.run.workloads import get_workload
-
+    """Store the plans as experiment ``name`` and run those not finished (nor blocked), claiming
+    each run so that other airlab processes sharing the store split the work."""
     spec_dict = spec.to_dict() if name == spec.name else {**spec.to_dict(), "name": name}
     exp_id = store.upsert_experiment(name, spec_dict, kind=kind, area=spec.area,
                                      workload=spec.workload, hypothesis=spec.hypothesis)
     store.recover_interrupted(exp_id)
     rows = store.ensure_runs(exp_id, [(p.arm, p.seed, p.run_key, p.config.to_dict())
                                       for p in plans])
-    todo_states = {"pending", "failed"} if retry_failed else {"pending"}
-    todo = [r for r in rows if r["state"] in todo_states]
-    for r in [r for r in todo if r["run_key"] in (blocked or {})]:
-        # A run whose teacher failed is a failed result of its own: stored, never dropped.
-        store.claim(r["id"])
-        store.finish(r["id"], "failed", (blocked or {})[r["run_key"]], {}, [], {})
-    todo = [r for r in todo if r["run_key"] not in (blocked or {})]
-    by_id = {r["id"]: r for r in todo}
-    for workload, dataset in sorted({(r["config"]["workload"], r["config"]["dataset"])
-                                     for r in todo}):
-        _prepare(get_workload(workload), dataset, settings)  # once per experiment, in the parent
+    if retry_failed and store.reset_failed(exp_id):
+        by_id = {r["id"]: r for r in store.runs(exp_id)}
+        rows = [by_id.get(r["id"], r) for r in rows]
+    for r in rows:
+        why = (blocked or {}).get(r["run_key"])
+        if why and r["state"] in ("pending", "failed"):
+            # A run whose teacher failed is a failed result of its own: stored, never dropped.
+            store.claim(r["id"])
+            store.finish(r["id"], "failed", why, {}, [], {})
+    todo = [r for r in rows if r["run_key"] not in (blocked or {}) and _claimable(r)]
     reporter.start(total=len(rows), done=len(rows) - len(todo))
-    jobs = [Job(r["id"], r["config"], spec.timeout_s) for r in todo]
-    claimed: set[int] = set()
-    ran = failed = 0
-
-    def on_event(job: Job, ev: dict[str, Any]) -> None:
-        if job.id not in claimed:  # mark running once the worker really started
-            claimed.add(job.id)
-            store.claim(job.id)
-        reporter.event(by_id[job.id], ev)
-
     try:
-        for job, result in executor.run(jobs, on_event):
-            if job.id not in claimed:
-                store.claim(job.id)  # the worker died before its first event: still one attempt
-            store.finish(job.id, result.state, result.reason, result.metrics, result.curve,
-                         result.info, result.info.get("worker_wall_seconds"))
-            ran += 1
-            failed += result.state == "failed"
-            reporter.finished(by_id[job.id], result)
-            if on_result:
-                on_result(by_id[job.id], result)
+        done = execute_claimed(store, executor, owner=owner_id(), experiment_ids=[exp_id],
+                               settings=settings, reporter=reporter, on_result=on_result,
+                               timeout_s=spec.timeout_s)
     finally:
         reporter.stop()
-        store.recover_interrupted(exp_id)  # on Ctrl-C, our unfinished runs go back to pending
     now = {r["id"]: r for r in store.runs(exp_id)}
     current = [now.get(r["id"], r) for r in rows]  # with the states just stored
-    return RunCounts(exp_id, len(rows), len(rows) - len(todo), ran, failed, current)
+    failed = sum(now[i]["state"] == "failed" for i in done.run_ids if i in now)
+    return RunCounts(exp_id, len(rows), len(rows) - len(todo), len(done.run_ids), failed,
+                     current)
+
+
+# --------------------------------------------------------------------------- claiming runs
+
+LEASE_S = 60.0  # a claim lasts this long without a heartbeat before anyone may take it over
+HEARTBEAT_S = 15.0  # how often the leases of our running runs are renewed
+WAIT_POLL_S = 2.0  # how often we look again while other processes run our remaining runs
+RETRY_INFRA_LIMIT = 3  # attempts in all for a run that failed for infrastructure reasons
+
+
+@dataclass
+class ClaimedCounts:
+    """What :func:`execute_claimed` did: every run it executed (a run retried after an
+    infrastructure failure counts once), results stored, results refused (taken over)."""
+
+    run_ids: list[int] = field(default_factory=list)
+    executions: int = 0
+    stored: int = 0
+    refused: int = 0
+    infra_failures: int = 0
+
+
+class _Heartbeat:
+    """Renews the leases of the runs this process holds; a run taken over is cancelled."""
+
+    def __init__(self, store: Store, executor: Executor, owner: str, lease_s: float,
+                 every_s: float) -> None:
+        self.store, self.executor, self.owner = store, executor, owner
+        self.lease_s, self.every_s = lease_s, every_s
+        self.held: set[int] = set()
+        self.lost: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="airlab-heartbeat")
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+    def hold(self, run_id: int) -> None:
+        with self.lock:
+            self.held.add(run_id)
+
+    def drop(self, run_id: int) -> None:
+        with self.lock:
+            self.held.discard(run_id)
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.every_s):
+            with self.lock:
+                held = sorted(self.held)
+            for rid in held:
+                try:
+                    ok = self.store.heartbeat(rid, self.owner, self.lease_s)
+                except Exception as e:  # noqa: BLE001 - a damaged store: the main loop says so
+                    log.warning("heartbeat stopped: %s", e)
+                    return
+                if not ok:
+                    with self.lock:
+                        self.lost.add(rid)
+                    cancel = getattr(self.executor, "cancel", None)
+                    if cancel is not None:  # else finish(owner=...) refuses its result
+                        cancel(rid)
+
+
+def execute_claimed(store: Store, executor: Executor, *, owner: str,
+                    experiment_ids: Sequence[int] | None = None, max_runs: int | None = None,
+                    settings: Settings, reporter: Reporter | None = None,
+                    on_result: OnResult | None = None, timeout_s: float | None = None,
+                    lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S,
+                    retry_infra_limit: int = RETRY_INFRA_LIMIT,
+                    wait_for_others: bool = True) -> ClaimedCounts:
+    """Claim and execute pending runs of the given experiments (default: every experiment in
+    the store, prerequisites first) until none is left or ``max_runs`` were executed.
+
+    Each run is taken atomically with ``owner`` and a lease that a heartbeat thread renews; a
+    result is stored only while ``owner`` still holds the run. Runs that failed for
+    infrastructure reasons (worker killed, OOM kill, lost lease) are claimed again, up to
+    ``retry_infra_limit`` attempts; other failures stay failed. While other processes still
+    run some of these runs, it waits for them (``wait_for_others``), taking over any whose
+    lease expires, so the caller sees every run finished. On any exception or Ctrl-C the runs
+    it holds go back to pending. ``timeout_s``: per-run limit (default: each experiment's
+    spec). The caller starts and stops the reporter.
+    """
+    from airlab.run.workloads import get_workload
+
+    reporter = reporter or SilentReporter()
+    exps = {e["id"]: e for e in store.experiments()}
+    if experiment_ids is None:  # a worker serving the whole store: teachers before students
+        experiment_ids = [e["id"] for e in sorted(exps.values(),
+                                                   key=lambda e: e["kind"] != "prerequisite")]
+    ids = list(experiment_ids)
+    slots = max(1, int(getattr(executor, "workers", 1) or 1))
+    out = ClaimedCounts()
+    prepared: set[tuple[str, str]] = set()
+    seen_waiting = -1
+
+    def claim_one() -> dict[str, Any] | None:
+        for eid in ids:
+            row = store.claim_next(eid, owner, lease_s, retry_infra_limit=retry_infra_limit)
+            if row is not None:
+                return row
+        return None
+
+    def job_of(row: dict[str, Any]) -> Job:
+        t = timeout_s
+        if t is None:
+            t = ((exps.get(row["experiment_id"]) or {}).get("spec") or {}).get("timeout_s")
+        return Job(row["id"], row["config"], t)
+
+    with _Heartbeat(store, executor, owner, lease_s, heartbeat_s) as hb:
+        try:
+            while max_runs is None or out.executions < max_runs:
+                left = slots if max_runs is None else min(slots, max_runs - out.executions)
+                batch: dict[int, dict[str, Any]] = {}
+                while len(batch) < left:
+                    row = claim_one()
+                    if row is None:
+                        break
+                    batch[row["id"]] = row
+                    hb.hold(row["id"])
+                if not batch:
+                    elsewhere = _running_elsewhere(store, ids, owner) if wait_for_others else 0
+                    if not elsewhere:
+                        break
+                    if elsewhere != seen_waiting:
+                        _note(reporter, f"{elsewhere} run(s) running in other airlab "
+                                        "processes; waiting for them")
+                        seen_waiting = elsewhere
+                    time.sleep(WAIT_POLL_S)
+                    for eid in ids:  # claims of processes that died on this host: free now
+                        store.recover_interrupted(eid)
+                    continue
+                for row in batch.values():
+                    key = (row["config"]["workload"], row["config"]["dataset"])
+                    if key not in prepared:  # once per dataset, in the parent
+                        _prepare(get_workload(key[0]), key[1], settings)
+                        prepared.add(key)
+
+                def on_event(job: Job, ev: dict[str, Any], batch: dict = batch) -> None:
+                    reporter.event(batch[job.id], ev)
+
+                for job, result in executor.run([job_of(r) for r in batch.values()], on_event):
+                    row = batch[job.id]
+                    hb.drop(job.id)
+                    out.executions += 1
+                    stored = store.finish(job.id, result.state, result.reason, result.metrics,
+                                          result.curve, result.info,
+                                          result.info.get("worker_wall_seconds"), owner=owner,
+                                          infra=bool(result.infra))
+                    if not stored:  # taken over after our lease lapsed: theirs counts
+                        out.refused += 1
+                        continue
+                    out.stored += 1
+                    if job.id not in out.run_ids:
+                        out.run_ids.append(job.id)
+                    if result.state == "failed" and result.infra:
+                        out.infra_failures += 1
+                    reporter.finished(row, result)
+                    if on_result:
+                        on_result(row, result)
+        finally:
+            for eid in ids:
+                try:  # Ctrl-C or an error: what we still hold goes back to pending for anyone
+                    store.release_owned(eid, owner)
+                except Exception as e:  # noqa: BLE001 - never mask the error that got us here
+                    log.warning("could not release the runs of experiment %s: %s", eid, e)
+    return out
+
+
+def _claimable(row: dict[str, Any]) -> bool:
+    """Whether the claim loop would take (or wait for) this run: not a result to reuse."""
+    return row["state"] in ("pending", "running") or (
+        row["state"] == "failed" and bool(row.get("infra"))
+        and (row.get("attempts") or 0) < RETRY_INFRA_LIMIT)
+
+
+def _running_elsewhere(store: Store, ids: Sequence[int], owner: str) -> int:
+    """Runs of these experiments that another owner is running now."""
+    return sum(r["state"] == "running" and r["owner"] != owner
+               for eid in ids for r in store.runs(eid))
+
+
+def _note(reporter: Reporter, text: str) -> None:
+    note = getattr(reporter, "note", None)  # an optional Reporter method
+    if note is not None:
+        note(text)
 
 
 def counts_of_prerequisites(store: Store, spec: ExperimentSpec) -> RunCounts | None:
@@ -320,8 +497,35 @@ def sweep_arm_name(arm: str, sweep: Any, value: float) -> str:
     return f"{arm}.{sweep.option}_{'x' if sweep.mode == 'scale' else ''}{value:g}"
 
 
+# The sweep's default seed. Never one the verdict uses (see sweep_seeds): a value chosen on the
+# verdict's own seeds would be fitted to their noise, and the verdict would credit that luck.
+SWEEP_SEED = 7
+
+
+def sweep_seeds(spec: ExperimentSpec) -> list[int]:
+    """The seeds the sweep runs: ``sweep.seeds`` when given, else :data:`SWEEP_SEED` (or the
+    next integer the spec's seeds do not use). AirlabError when they overlap the spec's."""
+    from airlab.errors import AirlabError
+
+    assert spec.sweep is not None
+    if spec.sweep.seeds is not None:
+        shared = sorted(set(spec.sweep.seeds) & set(spec.seeds))
+        if shared:
+            raise AirlabError(
+                f"sweep.seeds {shared} are also the experiment's seeds: the choice would be "
+                "fitted to the noise the verdict is measured on",
+                f"give the sweep seeds of its own (e.g. sweep: {{seeds: [{SWEEP_SEED}]}}) or "
+                "leave them out")
+        return list(spec.sweep.seeds)
+    seed = SWEEP_SEED
+    while seed in spec.seeds:
+        seed += 1
+    return [seed]
+
+
 def sweep_spec(spec: ExperimentSpec, settings: Settings | None = None) -> ExperimentSpec:
-    """The sweep as an experiment of its own: every arm x every value, short budget."""
+    """The sweep as an experiment of its own: every arm x every value, short budget, on seeds
+    and a held-out subset (``eval_split: select``) that the verdict does not use."""
     from airlab.spec import Arm
 
     assert spec.sweep is not None
@@ -334,7 +538,8 @@ def sweep_spec(spec: ExperimentSpec, settings: Settings | None = None) -> Experi
     return spec.model_copy(update={
         "name": f"{spec.name}.sweep", "hypothesis": f"{sw.option} sweep for {spec.name}",
         "budget": {unit: amount * sw.budget_fraction}, "baseline": arms[0], "arms": arms[1:],
-        "seeds": sw.seeds or spec.seeds[:1], "sweep": None, "sweep_chosen": {}})
+        "seeds": sweep_seeds(spec), "options": {**spec.options, "eval_split": "select"},
+        "sweep": None, "sweep_chosen": {}})
 
 
 def run_sweep(spec: ExperimentSpec, store: Store, executor: Executor, *,

@@ -222,6 +222,13 @@ class ExperimentSpec(BaseModel):
     metric: str = Field("val_loss", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     direction: Literal["minimize", "maximize"] = "minimize"
     tolerance: float = Field(0.0, ge=0)  # quality change still counted as "no worse"
+    # Equivalence margin in the metric's units ("quality kept" = within +-margin by TOST);
+    # None: 2 sd of the measured noise floor, else a provisional one from the baseline's sd.
+    margin: float | None = Field(None, gt=0)
+    target: float | None = None  # declared time-to-target value (else leave-one-seed-out)
+    # The one cost ratio the rubric credits (the others are reported): time-to-target seconds,
+    # FLOPs or energy, or the model's size / peak memory (compression, memory savings).
+    credit: Literal["time", "flops", "energy", "size", "memory"] = "time"
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)  # per run
     sweep: Sweep | None = None
     sweep_chosen: dict[str, float] = Field(default_factory=dict)  # arm -> value, set by the lab
@@ -260,7 +267,7 @@ class ExperimentSpec(BaseModel):
             return v
         return _check_name(v, "dataset name", 64)
 
-    @field_validator("tolerance", "timeout_s", mode="before")
+    @field_validator("tolerance", "timeout_s", "margin", "target", mode="before")
     @classmethod
     def _plain_number(cls, v: Any) -> Any:
         return _number(v)
@@ -587,6 +594,9 @@ _HINTS = {
     "quick_budget": "e.g. quick_budget: {tokens: 10000}",
     "timeout_s": "give seconds per run, more than 0 and at most 86400 (a day)",
     "tolerance": "a number >= 0 in the metric's units, e.g. 0.01",
+    "margin": "a number > 0 in the metric's units, e.g. 0.02",
+    "target": "a value of the metric, e.g. 1.9",
+    "credit": "one of time, flops, energy, size, memory",
     "direction": "minimize or maximize",
     "metric": "a metric name such as val_loss",
     "values": "e.g. values: [0.5, 1.0, 2.0]",

@@ -2,62 +2,73 @@
 
 Three components add up to the rating (docs/rubric.md has the table):
 
-* evidence (3): the best arm beats the baseline on the primary metric after Holm, with a
-  Cohen's d of at least 0.5, and by more than 2 sd of the baseline (the seeds rule);
-* impact (3): a cost ratio baseline/arm against the lab's 2x goal, with the quality change
-  inside the spec's ``tolerance``;
-* rigor (4): >= 3 finished seeds per arm, no failed runs, every run on the same hardware (the
-  baseline is measured in the same experiment by construction), real data and one budget.
+* evidence (3): the best arm is "better" on the primary metric by the paired t test with Holm
+  across arms (1), with a paired effect size d_z of at least 0.5 toward better (1), and the
+  seeds' own rule holds (improvement > 2 sd of the baseline and Cohen's d >= 0.5; reported
+  beside the decision, worth a point, never deciding a label) (1);
+* impact (3): quality kept (1): "better", or equivalent by two one-sided tests against the
+  margin (never "not shown worse"); and the ONE credited cost ratio (the spec's ``credit``:
+  time-to-target seconds by default, or FLOPs, energy, size, memory; when the primary metric is
+  itself a saving such as ``peak_mem_mb``, that saving) against the lab's 2x goal (1 or 2);
+* rigor (4): >= 3 finished seeds per arm, no failed runs, every run on the same hardware, real
+  data and one budget.
 
-Two caps keep the bands honest: an experiment where no arm shows an improvement is rated at
-most 4 (an A/A check is never "progress"), and 7+ needs every rigor check. Every missing
-point becomes a critique line that names the next action in numbers.
+Caps keep the bands honest: no arm improved -> at most 4 (an A/A check is never "progress");
+7+ needs every rigor check and a margin that is declared or measured (a provisional margin
+from the experiment's own baseline caps at 6); a collapsed run (text degenerated while the
+loss looked fine) -> at most 4, an overfit run -> at most 6. A ``--quick`` smoke test gets no
+rating at all ("smoke test, not rated", rating 0). Every missing point becomes a critique line
+that says what happened and names the next action in numbers.
 
 Only the rubric lives here: :func:`rate` is a pure function of an Analysis and the runs'
 facts; it runs, reads and stores nothing (the pipeline, airlab.experiment, does that).
+:data:`RUBRIC_VERSION` is a hash of the rubric's constants and the source of its rating
+functions, so a changed rule gives a new version, stored with every verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airlab.analysis import stats
-from airlab.analysis.compare import Analysis, ArmRow, RunFacts
+from airlab.analysis.compare import CREDIT_COSTS, Analysis, ArmRow, RunFacts
 from airlab.config import BUDGET_UNITS
 
-RUBRIC_VERSION = "1.0"
 ALPHA = 0.05
 GOAL_RATIO = 2.0  # the lab's efficiency goal: 2x cheaper at the same quality
 MIN_GAIN = 1.2  # smallest cost ratio counted as a gain at all
 MEASURED_GAIN = 1.5  # a ratio of two noisy measurements without a CI must clear this margin
 MIN_SEEDS = 3
+MIN_DZ = 0.5  # paired effect size toward better that earns the effect-size point
+CAP_NO_IMPROVEMENT = 4
+CAP_RIGOR = 6
+CAP_PROVISIONAL = 6
+CAP_COLLAPSED = 4
+CAP_OVERFIT = 6
+SMOKE_BAND = "smoke test, not rated"
 
 BANDS = (("publishable", 7, 10), ("good progress", 5, 6), ("needs work", 1, 4))
 COMPONENT_MAX = {"evidence": 3, "impact": 3, "rigor": 4}
 
 # Later seeds for an experiment that needs more: a fixed list so reruns draw the same ones.
 SEED_SEQUENCE = (42, 137, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-_UNITS = {"val_loss": "nats", "best_val_loss": "nats", "val_bpc": "bits/char"}
-
-# Cost ratios by how far they can be trusted. CI-backed: time-to-target ratios over seeds.
-# Exact: analytic or counted quantities with no noise. Measured: noisy, no interval.
-_CI_RATIOS = ("train_seconds", "flops", "energy_kwh_est")
-_EXACT_MEANS = ("flops", "model_bytes", "params")
-_MEASURED_MEANS = ("peak_mem_mb",)
-
+_UNITS = {"val_loss": "nats", "best_val_loss": "nats", "val_bpc": "bits/char",
+          "peak_mem_mb": "MB", "train_seconds": "s"}
 
 @dataclass(frozen=True)
 class Gain:
     """One cost ratio baseline/arm (> 1 means the arm is cheaper)."""
 
-    what: str  # "time-to-target train_seconds", "model_bytes", ...
+    what: str  # "time-to-target train_seconds", "size", "peak_mem_mb saving", ...
     ratio: float
     ci_low: float | None = None
     ci_high: float | None = None
-    kind: str = "exact"  # "ci" | "exact" | "measured" | "uncredited"
+    kind: str = "exact"  # "ci" | "exact" | "measured" | "decided" | "uncredited"
+    reached: str = ""  # "3/3 pairs reached" for time-to-target
 
     @property
     def credited(self) -> bool:
@@ -65,15 +76,17 @@ class Gain:
         if not math.isfinite(self.ratio) or self.ratio < MIN_GAIN:
             return False
         if self.kind == "ci":
-            return self.ci_low is not None and self.ci_low > 1.0
+            return self.ci_low is not None and math.isfinite(self.ci_low) and self.ci_low > 1.0
         if self.kind == "measured":
             return self.ratio >= MEASURED_GAIN
-        return self.kind == "exact"
+        return self.kind in ("exact", "decided")
 
     def label(self) -> str:
         ci = (f" [95% CI {self.ci_low:.2f}-{self.ci_high:.2f}]"
-              if self.ci_low is not None and self.ci_high is not None else "")
-        return f"{self.what} {self.ratio:.2f}x{ci}"
+              if self.ci_low is not None and self.ci_high is not None
+              and math.isfinite(self.ci_low) and math.isfinite(self.ci_high) else "")
+        reached = f" ({self.reached})" if self.reached else ""
+        return f"{self.what} {self.ratio:.2f}x{ci}{reached}"
 
 
 @dataclass
@@ -81,19 +94,27 @@ class ArmScore:
     """The rubric applied to one arm (rigor is shared by the experiment)."""
 
     arm: str
-    verdict: str
+    verdict: str  # the primary metric's label: better | worse | equivalent | undecided
     evidence: dict[str, bool]
-    gains: list[Gain]
-    best_gain: Gain | None
-    quality_ok: bool
-    quality_drop: float  # worsening of the primary metric's mean (negative: it improved)
+    gains: list[Gain]  # every ratio known (reported)
+    best_gain: Gain | None  # the credited one (the spec's ``credit``), whether or not it counts
+    quality_ok: bool  # quality kept: better or equivalent (TOST) on the quality metric
+    quality_label: str  # the quality metric's label
+    quality_drop: float  # worsening of the quality metric's mean (negative: it improved)
     improved: bool
     points: dict[str, int]
+    effect: float = math.nan  # d_z toward better on the primary metric (ties between arms)
+    pathologies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def credited_ratio(self) -> float:
+        g = self.best_gain
+        return g.ratio if g is not None and g.credited and self.quality_ok else 0.0
 
 
 @dataclass
 class Verdict:
-    """A rating 1-10, its band, the points per component and the critique lines."""
+    """A rating 1-10 (0: a smoke test, not rated), its band, points and critique lines."""
 
     experiment: str
     rating: int
@@ -101,8 +122,16 @@ class Verdict:
     breakdown: dict[str, dict[str, Any]]  # component -> {"points", "max", "checks"}
     critique: list[str]
     best_arm: str | None = None
-    rubric_version: str = RUBRIC_VERSION
+    rubric_version: str = ""
     caps: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.rubric_version:
+            self.rubric_version = RUBRIC_VERSION
+
+    @property
+    def rated(self) -> bool:
+        return self.rating >= 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +141,8 @@ class Verdict:
 
 
 def band_of(rating: int) -> str:
+    if rating == 0:
+        return SMOKE_BAND
     for name, lo, hi in BANDS:
         if lo <= rating <= hi:
             return name
@@ -163,77 +194,80 @@ def _sign(direction: str) -> float:
 # --------------------------------------------------------------------------- arm scoring
 
 
-def _gains(row: ArmRow, base: ArmRow) -> list[Gain]:
-    """Every cost ratio known for the arm: time-to-target (with CI) first, then means."""
+def _gains(row: ArmRow, base: ArmRow, a: Analysis) -> tuple[list[Gain], Gain | None]:
+    """Every cost ratio known for the arm (reported) and the one the spec credits.
+
+    A primary metric that is not a quality metric (``peak_mem_mb``) is itself the saving: its
+    ratio baseline/arm is the credited one and counts when the paired test calls it "better".
+    """
     out: list[Gain] = []
-    eff = getattr(row, "efficiency", None)
+    eff = row.efficiency
     if eff is not None:
-        reached, n = getattr(eff, "reached", None), getattr(eff, "n", None)
-        # A ratio over only the seeds that reached the target flatters the arm: not counted.
-        partial = reached is not None and n is not None and reached < n
-        for key in _CI_RATIOS:
-            r = (getattr(eff, "ratio", None) or {}).get(key)
-            if r is not None and r[0] is not None and math.isfinite(r[0]):
-                what = f"time-to-target {key}" + (f" (reached {reached}/{n})" if partial
-                                                  else "")
-                out.append(Gain(what, float(r[0]), None if r[1] is None else float(r[1]),
-                                None if r[2] is None else float(r[2]),
-                                "uncredited" if partial else "ci"))
+        partial = eff.reached < eff.n
+        for key in CREDIT_COSTS.values():
+            r = eff.ratio.get(key)
+            if r is not None and math.isfinite(r[0]):
+                out.append(Gain(f"time-to-target {key}", float(r[0]), float(r[1]), float(r[2]),
+                                "uncredited" if partial else "ci",
+                                f"{eff.reached}/{eff.n} pairs reached"))
         for attr, kind in (("size_ratio", "exact"), ("memory_ratio", "measured"),
                            ("latency_ratio", "measured")):
             v = getattr(eff, attr, None)
             if v is not None and math.isfinite(v):
                 out.append(Gain(attr.removesuffix("_ratio"), float(v), kind=kind))
-    have = {g.what for g in out}
-    for key, kind in ([(m, "exact") for m in _EXACT_MEANS]
-                      + [(m, "measured") for m in _MEASURED_MEANS]
-                      + [("train_seconds", "uncredited")]):
-        b, a = base.means.get(key), row.means.get(key)
-        if key == "model_bytes" and "size" in have:
-            continue
-        if b and a and b > 0 and a > 0:
-            out.append(Gain(f"{key} per budget" if key in ("flops", "train_seconds") else key,
-                            b / a, kind=kind))
-    return out
+    if not any(g.what == "size" for g in out):
+        b, x = base.means.get("model_bytes"), row.means.get("model_bytes")
+        if b and x and b > 0 and x > 0:
+            out.append(Gain("size", b / x, kind="exact"))
+    b, x = base.means.get("flops"), row.means.get("flops")
+    if b and x and b > 0 and x > 0:
+        out.append(Gain("flops per budget", b / x, kind="exact"))
+    if not a.quality_is_primary:
+        b, x = base.means.get(a.metric), row.means.get(a.metric)
+        if b and x and b > 0 and x > 0:
+            ratio = b / x if a.direction == "minimize" else x / b
+            kind = "decided" if row.verdict == "better" else "uncredited"
+            saving = Gain(f"{a.metric} saving", ratio, kind=kind)
+            return [saving, *out], saving
+        return out, None
+    want = {"time": "time-to-target train_seconds", "flops": "time-to-target flops",
+            "energy": "time-to-target energy_kwh_est", "size": "size",
+            "memory": "memory"}.get(a.credit, "time-to-target train_seconds")
+    credited = next((g for g in out if g.what == want), None)
+    return out, credited
 
 
-def score_arm(row: ArmRow, base: ArmRow, direction: str, tolerance: float,
-              identical: bool = False) -> ArmScore:
+def score_arm(row: ArmRow, base: ArmRow, a: Analysis, identical: bool = False) -> ArmScore:
     """Evidence and impact points of one arm against the baseline.
 
     ``identical``: the arm's runs have the baseline's configs (an A/A check), so any gain is
     noise by construction and none is credited.
     """
-    c = row.comparison
-    sign = _sign(direction)  # +1 when larger is better
+    d, q = row.decision, row.quality
     evidence = {"significant": False, "effect_size": False, "seeds_rule": False}
-    drop = math.nan
-    if c is not None:
-        toward = sign * c.delta  # > 0: the arm moved toward better
-        p = row.p_holm if row.p_holm is not None else c.p_value
-        evidence["significant"] = bool(toward > 0 and not math.isnan(p) and p < ALPHA)
-        d_toward = sign * c.d
-        evidence["effect_size"] = bool(not math.isnan(d_toward) and d_toward >= 0.5)
-        evidence["seeds_rule"] = bool(c.seeds_rule)
-        drop = -toward
-    # With a tolerance the mean drop must stay inside it; without one the arm must merely not
-    # be significantly worse (a compression arm rarely matches the baseline to the last digit).
-    quality_ok = row.verdict != "worse" and c is not None and not math.isnan(drop)
-    if quality_ok and tolerance > 0:
-        quality_ok = drop <= tolerance
-    gains = _gains(row, base)
-    credited = [] if identical else [g for g in gains if g.credited]
-    best = max(credited, key=lambda g: g.ratio) if credited else (
-        max(gains, key=lambda g: g.ratio) if gains else None)
+    effect = math.nan
+    if d is not None:
+        evidence["significant"] = d.label == "better"
+        effect = d.dz
+        evidence["effect_size"] = bool(math.isfinite(d.dz) and d.dz >= MIN_DZ)
+        evidence["seeds_rule"] = bool(d.seeds_rule)
+    quality_ok = bool(q is not None and q.quality_kept)
+    sign = 1.0 if a.quality_direction == "minimize" else -1.0
+    drop = sign * q.mean_diff if q is not None else math.nan
+    gains, credited = _gains(row, base, a)
+    if identical:
+        credited = None if credited is None else Gain(credited.what, credited.ratio,
+                                                      credited.ci_low, credited.ci_high,
+                                                      "uncredited", credited.reached)
     eff_points = 0
-    if quality_ok and credited:
-        assert best is not None
-        eff_points = 2 if best.ratio >= GOAL_RATIO else 1
-    points = {"evidence": sum(evidence.values()),
-              "impact": eff_points + int(quality_ok)}
-    improved = not identical and (row.verdict == "better" or (quality_ok and bool(credited)))
-    return ArmScore(row.arm, row.verdict, evidence, gains, best, quality_ok, drop, improved,
-                    points)
+    if quality_ok and credited is not None and credited.credited:
+        eff_points = 2 if credited.ratio >= GOAL_RATIO else 1
+    points = {"evidence": sum(evidence.values()), "impact": eff_points + int(quality_ok)}
+    better = a.quality_is_primary and row.verdict == "better"
+    improved = not identical and (better or eff_points > 0)
+    return ArmScore(row.arm, row.verdict, evidence, gains, credited, quality_ok,
+                    q.label if q is not None else "undecided", drop, improved, points, effect,
+                    dict(row.pathologies))
 
 
 # --------------------------------------------------------------------------- rigor
@@ -301,92 +335,140 @@ def _rigor(a: Analysis, facts: RunFacts | None) -> tuple[dict[str, bool], list[s
 # --------------------------------------------------------------------------- critique
 
 
-def _evidence_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
-    c = row.comparison
-    if c is None:
-        return [f"{row.arm}: no comparison (the baseline or the arm has no finished seeds)"]
+def _ci(lo: float, hi: float, unit: str) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f", 95% CI [{lo:+.3g}, {hi:+.3g}]{unit}"
+
+
+def _decision_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
+    """What happened to the arm on the primary metric, and what to do next."""
+    d = row.decision
+    if d is None or d.n < 2:
+        n = 0 if d is None else d.n
+        return [f"{row.arm}: {n} finished seed pair(s) with the baseline: run at least "
+                f"{MIN_SEEDS} seeds per arm to decide anything"]
     unit = _unit(a.metric)
+    delta = f"Δ = {d.mean_diff:+.3g}{unit}{_ci(d.ci_low, d.ci_high, unit)}"
+    p = f"p Holm = {_fmt(d.p_holm)}"
+    rule = "meets" if d.seeds_rule else "does not meet"
+    seeds = f"the seeds' rule (Δ > 2σ of the baseline, d ≥ 0.5) {rule} it"
     notes: list[str] = []
-    p = row.p_holm if row.p_holm is not None else c.p_value
-    toward = _sign(a.direction) * c.delta
-    sd, n = c.baseline.sd, c.baseline.n
-    if not s.evidence["significant"]:
-        if toward <= 0 or math.isnan(toward):
-            notes.append(f"{row.arm}: no improvement on {a.metric}: Δ = {_fmt(c.delta)}{unit} "
-                         f"(p Holm = {_fmt(p)}, d = {_fmt(c.d)})")
-        else:
-            notes.append(f"{row.arm}: not significant after Holm: p = {_fmt(p)} for "
-                         f"Δ = {_fmt(c.delta)}{unit}")
-        if not math.isnan(sd) and n >= 2 and not math.isnan(c.mde):
-            line = (f"underpowered: the minimum detectable effect is {_fmt(c.mde)}{unit} at "
-                    f"n = {n}")
-            effect = abs(c.delta)
-            if effect > 0 and math.isfinite(effect):
-                need = stats.seeds_needed(sd, effect, paired=True)
-                if n < need < 1000:
-                    line += (f"; {need - n} more seeds (n = {need}) would detect the observed "
-                             f"{_fmt(effect)}{unit}")
-                elif need >= 1000:
-                    line += (f"; the observed {_fmt(effect)}{unit} is too small to detect even "
-                             "with 1000 seeds: treat it as no effect")
-            notes.append(line)
-    if not s.evidence["effect_size"]:
-        d_toward = _sign(a.direction) * c.d
-        notes.append(f"{row.arm}: effect size d = {_fmt(d_toward)} toward better is below 0.5: "
-                     "reduce seed noise or strengthen the change")
-    if not s.evidence["seeds_rule"]:
-        notes.append(f"{row.arm}: inside seed noise: the mean must improve by more than "
-                     f"2σ of the baseline = {_fmt(2 * sd)}{unit} (it moved {_fmt(toward)}"
-                     f"{unit} toward better)")
+    if d.label == "better":
+        notes.append(f"{row.arm}: better on {a.metric}: {delta} ({p}, d_z = {_fmt(d.dz)}); "
+                     f"{seeds}; confirm on fresh seeds before building on it")
+    elif d.label == "worse":
+        notes.append(f"{row.arm}: worse on {a.metric}: {delta} ({p}); the change hurts at this "
+                     "budget: drop the arm or change what it changes (more seeds will not "
+                     "turn it around)")
+    elif d.label == "equivalent":
+        notes.append(f"{row.arm}: equivalent to the baseline on {a.metric} within the margin "
+                     f"{a.margin.describe(unit)}: {delta} (TOST p Holm = {_fmt(d.p_tost_holm)})")
+    else:
+        what = d.note or (f"neither a difference (p Holm = {_fmt(d.p_holm)}) nor equivalence "
+                          f"within {a.margin.describe(unit)} (TOST p Holm = "
+                          f"{_fmt(d.p_tost_holm)}) is shown")
+        line = f"{row.arm}: undecided on {a.metric}: {delta}; {what}"
+        if math.isfinite(row.mde):
+            line += (f"; the smallest effect {d.n} seeds detect is {_fmt(row.mde)}{unit} "
+                     f"(from the sd of {row.mde_source})")
+        need = row.seeds_needed
+        if need is not None and d.n < need < 1000:
+            line += f"; about {need} seeds would detect the observed {_fmt(abs(d.mean_diff))}" \
+                    f"{unit}: run `airlab decide {a.name}`"
+        elif need is not None and need >= 1000:
+            line += "; the observed difference is too small to detect: treat it as no effect"
+        notes.append(line)
     return notes
 
 
-def _impact_notes(s: ArmScore, row: ArmRow, a: Analysis, tolerance: float) -> list[str]:
-    unit = _unit(a.metric)
+def _quality_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
+    """Quality kept or not, when quality is judged on another metric than the primary one."""
+    q = row.quality
+    if a.quality_is_primary or q is None:
+        return []
+    unit = _unit(a.quality_metric)
+    delta = f"Δ {a.quality_metric} = {q.mean_diff:+.3g}{unit}"
+    if s.quality_ok:
+        how = "better" if q.label == "better" else \
+            f"equivalent within {a.quality_margin.describe(unit)}"
+        return [f"{row.arm}: quality kept on {a.quality_metric} ({how}; {delta})"]
+    if q.label == "worse":
+        return [f"{row.arm}: quality is worse on {a.quality_metric} ({delta}, p Holm = "
+                f"{_fmt(q.p_holm)}): the saving costs quality"]
+    return [f"{row.arm}: quality not shown kept on {a.quality_metric} ({delta}; equivalence "
+            f"within {a.quality_margin.describe(unit)} not shown): add seeds or declare a "
+            "margin"]
+
+
+def _impact_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
     notes: list[str] = []
-    if not s.quality_ok:
-        if row.verdict == "worse":
-            notes.append(f"{row.arm}: quality is significantly worse (Δ = "
-                         f"{_fmt(row.comparison.delta if row.comparison else math.nan)}{unit})")
-        elif tolerance > 0 and not math.isnan(s.quality_drop):
-            notes.append(f"{row.arm}: quality drop {_fmt(s.quality_drop)}{unit} exceeds the "
-                         f"tolerance {_fmt(tolerance)}{unit}: recover "
-                         f"{_fmt(s.quality_drop - tolerance)}{unit}")
-        else:
-            notes.append(f"{row.arm}: quality change unknown (no comparison)")
+    if a.quality_is_primary and not s.quality_ok and s.verdict not in ("worse",):
+        notes.append(f"{row.arm}: quality not shown kept: 'quality kept' needs better or "
+                     f"equivalent within {a.margin.describe(_unit(a.metric))}")
     g = s.best_gain
+    others = [x.label() for x in s.gains if x is not g]
     if g is None:
-        notes.append(f"{row.arm}: no cost ratio measured: the lab's goal is a {GOAL_RATIO:g}x "
-                     "cheaper run at the same quality")
+        notes.append(f"{row.arm}: no {a.credit} ratio measured (the credited cost, spec "
+                     f"`credit: {a.credit}`): the lab's goal is a {GOAL_RATIO:g}x cheaper run "
+                     "at the same quality")
     elif not g.credited:
-        why = ("its CI reaches 1" if g.kind == "ci" and g.ratio >= MIN_GAIN else
-               "it has no confidence interval (time-to-target not computed)"
-               if g.kind == "uncredited" and g.ratio >= MIN_GAIN else
-               f"a measured ratio without CI must reach {MEASURED_GAIN:g}x"
-               if g.kind == "measured" and g.ratio >= MIN_GAIN else
-               f"below the {MIN_GAIN:g}x that counts as a gain")
-        notes.append(f"{row.arm}: best cost ratio {g.label()} is not counted: {why}; the goal "
-                     f"is {GOAL_RATIO:g}x")
-    elif g.ratio < GOAL_RATIO:
-        cut = 1 - g.ratio / GOAL_RATIO
-        notes.append(f"{row.arm}: {g.label()} is short of the {GOAL_RATIO:g}x goal: cut the "
-                     f"arm's cost by a further {100 * cut:.0f}%")
+        why = ("not all seed pairs reached the target" if g.kind == "uncredited" and g.reached
+               else "the saving is not significant" if g.kind == "uncredited"
+               else "its 95% CI reaches 1 (or fewer than 3 pairs reached: no interval)"
+               if g.kind == "ci" and g.ratio >= MIN_GAIN
+               else f"a measured ratio without CI must reach {MEASURED_GAIN:g}x"
+               if g.kind == "measured" and g.ratio >= MIN_GAIN
+               else f"below the {MIN_GAIN:g}x that counts as a gain")
+        notes.append(f"{row.arm}: credited ratio {g.label()} does not count: {why}")
+    elif s.quality_ok and g.ratio < GOAL_RATIO:
+        notes.append(f"{row.arm}: credited ratio {g.label()} is a gain, short of the "
+                     f"{GOAL_RATIO:g}x goal")
+    elif not s.quality_ok:
+        notes.append(f"{row.arm}: credited ratio {g.label()} does not count while quality is "
+                     "not shown kept")
+    if others:
+        notes.append(f"{row.arm}: reported, not credited: {'; '.join(others[:5])}")
+    return notes
+
+
+def _pathology_notes(a: Analysis) -> list[str]:
+    notes: list[str] = []
+    for r in a.rows:
+        if r.pathologies.get("collapsed"):
+            notes.append(f"{r.arm}: {r.pathologies['collapsed']} run(s) collapsed (the "
+                         "generated sample lost the data's diversity while the loss looked "
+                         "fine): inspect the samples; lower the learning rate or fix the "
+                         "change before trusting the loss")
+        if r.pathologies.get("overfit"):
+            notes.append(f"{r.arm}: {r.pathologies['overfit']} run(s) overfit (validation "
+                         "loss rose while training loss fell): use more data or a smaller "
+                         "budget, or add regularization")
     return notes
 
 
 # --------------------------------------------------------------------------- rating
 
 
+def _smoke(a: Analysis, rigor_checks: dict[str, bool]) -> Verdict:
+    breakdown = {k: {"points": 0, "max": m, "checks": {}} for k, m in COMPONENT_MAX.items()}
+    breakdown["rigor"]["checks"] = rigor_checks
+    return Verdict(a.name, 0, SMOKE_BAND, breakdown,
+                   ["smoke test (--quick): it checks that the experiment runs, not whether the "
+                    "idea works; run it without --quick for a rating"], None, RUBRIC_VERSION,
+                   ["smoke test, not rated"])
+
+
 def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
     """Apply the rubric to an analysis; ``facts`` (from :func:`run_facts`) enables the
     hardware check. Deterministic: the same analysis and facts always give the same verdict."""
-    tolerance = float(a.spec.get("tolerance", 0.0) or 0.0)
     rigor_checks, rigor_notes = _rigor(a, facts)
+    if a.quick:
+        return _smoke(a, rigor_checks)
     rigor_points = sum(rigor_checks.values())
     base = a.baseline
     same = facts.identical_arms if facts else frozenset()
-    scores = [(score_arm(r, base, a.direction, tolerance, r.arm in same), r)
-              for r in a.rows[1:]]
+    scores = [(score_arm(r, base, a, r.arm in same), r) for r in a.rows[1:]]
     critique: list[str] = []
     caps: list[str] = []
     if not scores:
@@ -398,32 +480,55 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
         return Verdict(a.name, 1, band_of(1), breakdown, critique, None, RUBRIC_VERSION,
                        ["no arm"])
 
-    # The best arm: improved first, then most points, then the earlier arm (deterministic).
-    def key(item: tuple[ArmScore, ArmRow]) -> tuple[int, int]:
+    # The best arm: improved first, then the largest credited ratio with quality kept, then
+    # points, then the larger effect toward better; the earlier arm on a full tie.
+    def key(item: tuple[ArmScore, ArmRow]) -> tuple[int, float, int, float]:
         s = item[0]
-        return (int(s.improved), s.points["evidence"] + s.points["impact"])
+        eff = s.effect if math.isfinite(s.effect) else -math.inf
+        return (int(s.improved), s.credited_ratio, s.points["evidence"] + s.points["impact"],
+                eff)
 
     best, best_row = max(scores, key=key)
     total = best.points["evidence"] + best.points["impact"] + rigor_points
     rating = max(1, min(10, total))
+
+    def cap(limit: int, why: str) -> None:
+        nonlocal rating
+        if rating > limit:
+            caps.append(f"capped at {limit}: {why}")
+            rating = limit
+
     if not best.improved:
-        cap = 4
-        if rating > cap:
-            caps.append(f"capped at {cap}: no arm improved on the baseline (best arm "
-                        f"'{best.arm}': verdict '{best.verdict}', no credited cost ratio)")
-            rating = cap
-    if rating > 6 and not all(rigor_checks.values()):
-        caps.append("capped at 6: a publishable rating needs every rigor check")
-        rating = 6
+        cap(CAP_NO_IMPROVEMENT, f"no arm improved on the baseline (best arm '{best.arm}': "
+                                f"{best.verdict}, no credited cost ratio with quality kept)")
+    if not all(rigor_checks.values()):
+        cap(CAP_RIGOR, "a publishable rating needs every rigor check")
+    if best.quality_ok and best.quality_label != "better":  # kept by equivalence
+        m = a.margin if a.quality_is_primary else a.quality_margin
+        if m.provisional:
+            cap(CAP_PROVISIONAL, "quality kept rests on a provisional margin (2 sd of this "
+                                 "experiment's baseline): run `airlab calibrate` or declare "
+                                 "`margin:` in the spec")
+    sick = [base, best_row]
+    if any(r.pathologies.get("collapsed") for r in sick):
+        cap(CAP_COLLAPSED, "a run collapsed (degenerate generated text)")
+    if any(r.pathologies.get("overfit") for r in sick):
+        cap(CAP_OVERFIT, "a run overfit (validation loss rose while training loss fell)")
     if not best.improved:
         critique.append("no arm shows an improvement: this counts as a negative (or A/A) "
                         "result, not progress")
+    else:
+        critique.append(f"best arm: {best.arm} (the largest credited ratio with quality kept)")
     for s, _ in scores:
         if s.arm in same:
             critique.append(f"{s.arm}: runs the baseline's exact configuration (an A/A "
                             "check): its differences are noise by construction")
-    critique += _evidence_notes(best, best_row, a)
-    critique += _impact_notes(best, best_row, a, tolerance)
+    for s, row in sorted(scores, key=lambda x: x[0] is not best):
+        critique += _decision_notes(s, row, a)
+        critique += _quality_notes(s, row, a)
+        if s is best:
+            critique += _impact_notes(s, row, a)
+    critique += _pathology_notes(a)
     critique += rigor_notes
     critique += caps
     gain = best.best_gain
@@ -432,8 +537,31 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
         "impact": {"points": best.points["impact"], "max": 3,
                    "checks": {"efficiency": gain.label() if gain else None,
                               "efficiency_credited": bool(gain and gain.credited),
-                              "quality_within_tolerance": best.quality_ok}},
+                              "credit": a.credit,
+                              "quality_kept": best.quality_ok,
+                              "quality_label": best.quality_label},
+                   # Stored with the verdict: what the decisions rested on.
+                   "decisions": {r.arm: r.verdict for r in a.rows[1:]},
+                   "margin": {"value": a.margin.value if math.isfinite(a.margin.value)
+                              else None, "source": a.margin.source},
+                   "noise_floor": {m: f.to_dict() for m, f in a.floors.items()}},
         "rigor": {"points": rigor_points, "max": 4, "checks": rigor_checks},
     }
     return Verdict(a.name, rating, band_of(rating), breakdown, critique, best.arm,
                    RUBRIC_VERSION, caps)
+
+
+def rubric_version() -> str:
+    """A hash of the rubric's constants and the source of its rating functions."""
+    parts = [repr((ALPHA, GOAL_RATIO, MIN_GAIN, MEASURED_GAIN, MIN_SEEDS, MIN_DZ,
+                   CAP_NO_IMPROVEMENT, CAP_RIGOR, CAP_PROVISIONAL, CAP_COLLAPSED, CAP_OVERFIT,
+                   BANDS, COMPONENT_MAX))]
+    for fn in (Gain, _gains, score_arm, _rigor, rate):
+        try:
+            parts.append(inspect.getsource(fn))
+        except (OSError, TypeError):  # no source (a frozen build): the constants still count
+            parts.append(fn.__qualname__)
+    return "r" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+RUBRIC_VERSION = rubric_version()

@@ -19,7 +19,8 @@ import pytest
 from airlab.data import clear_caches
 
 # ../shared/data beside the checkout; read-only, never copied into the repo.
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+# Resolved: ../shared may be a symbolic link, and loaders report resolved paths.
+SHARED_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data").resolve()
 
 URL_ENVS = ("AIRLAB_SHAKESPEARE_URL", "AIRLAB_MNIST_URL", "AIRLAB_FASHION_MNIST_URL")
 

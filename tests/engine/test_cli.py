@@ -215,3 +215,89 @@ def test_home_reaches_the_data_cache(tmp_path: Path, shared_data: Path) -> None:
     q = subprocess.run(AIRLAB + ["--db", f"sqlite:///{tmp_path / 'other.db'}", *args],
                        capture_output=True, text=True, timeout=300, env=env)
     assert q.returncode != 0 and str(tmp_path / "elsewhere") in q.stdout + q.stderr
+
+
+HOSTILE_EXP = "../../escaped/<img src=x onerror=alert(1)>[x](http://evil)"
+HOSTILE_ARM = "../../arm|**bold**<b>`"
+
+
+def test_hostile_names_stay_inside_the_lab_and_are_escaped(tmp_path: Path) -> None:
+    # Names from a store (or a Python-built spec) are never trusted: the loader refuses these,
+    # so they are written into a real experiment's rows directly.
+    from airlab.check import load_checked
+    from airlab.executors.inprocess import InProcessExecutor
+    from airlab.experiment import execute_runs
+    from airlab.settings import get_settings
+    from airlab.store import Store
+
+    spec_file = tmp_path / "h.yaml"
+    spec_file.write_text(SPEC.replace("seeds: [1, 2, 3]", "seeds: [1]")
+                         .replace("name: killtest", "name: hostile")
+                         .replace("hypothesis: resume after SIGKILL",
+                                  "hypothesis: '# heading <script>x</script> [a](http://e)'"))
+    root = tmp_path / "root"
+    home = root / "lab"
+    db = f"sqlite:///{home / 'lab.db'}"
+    settings = get_settings(db=db, home=str(home))
+    store = Store(db)
+    execute_runs(load_checked(str(spec_file), settings), store,
+                 InProcessExecutor(settings=settings), settings=settings)
+    con = sqlite3.connect(home / "lab.db")
+    con.execute("update experiments set name=?", (HOSTILE_EXP,))
+    con.execute("update runs set arm=? where arm='rope'", (HOSTILE_ARM,))
+    con.commit()
+    con.close()
+    store.close()
+    out = root / "export"
+    p = airlab("--home", str(home), "export", "--out", str(out), db=db)
+    assert p.returncode == 0, p.stderr
+    v = airlab("--home", str(home), "verdict", HOSTILE_EXP, db=db)
+    assert v.returncode == 0, v.stderr
+    written = {q for q in root.rglob("*") if q.is_file()}
+    assert written and all(q.is_relative_to(home) or q.is_relative_to(out) for q in written)
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.glob("*arm*"))
+    docs = [out / "report.md", *(home / "experiments").rglob("*.md")]
+    assert len(docs) >= 5
+    for doc in docs:
+        # Code spans show their text literally (the critique quotes commands in them).
+        text = re.sub(r"`[^`\n]*`", "", doc.read_text())
+        for bad in ("<img", "<script", "<b>", "](http", "**bold**", "\n# heading"):
+            assert bad not in text, (doc, bad)
+    assert "<img src=x" not in (out / "report.html").read_text()  # its own plots are <img>s
+
+
+def test_usage_errors_are_one_line_without_click(tmp_path: Path) -> None:
+    # typer vendors click: nothing of ours may import it. Make sure `import click` fails.
+    blocker = tmp_path / "noclick"
+    blocker.mkdir()
+    (blocker / "click.py").write_text("raise ModuleNotFoundError(\"No module named 'click'\", "
+                                      "name='click')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker), "COLUMNS": "200"}
+    for args, parts in ((["run", "--bogus"], ["--bogus"]),
+                        (["train", "charlm", "--tokens", "abc"], ["--tokens", "number"]),
+                        (["show"], ["Missing argument"]), (["--bogus-global"], ["--bogus-global"])):
+        p = subprocess.run(AIRLAB + args, capture_output=True, text=True, timeout=120, env=env)
+        one_line_error(p, *parts)
+
+
+def test_an_internal_error_is_one_line_with_a_log_of_the_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import airlab.report.tracker as tracker
+    from airlab.cli import main
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(tracker, "print_status", broken)
+    home = tmp_path / "lab"
+    monkeypatch.setattr(sys, "argv", ["airlab", "--home", str(home), "status"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "internal error: RuntimeError: boom" in err[0], err
+    m = re.search(r"traceback in (\S+\.log)", err[0])
+    assert m and Path(m[1]).is_relative_to(home / "logs"), err[0]
+    log = Path(m[1]).read_text()
+    assert "Traceback" in log and "RuntimeError: boom" in log and "in broken" in log

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from conftest import MICRO
 
@@ -117,3 +118,42 @@ def test_executors_import_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_runs_die_with_airlab_even_when_it_is_sigkilled(tmp_path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\n"
+        "from airlab.executors.base import Job\n"
+        "from airlab.executors.local import LocalExecutor\n"
+        f"job = Job('long', {cfg(budget={'seconds': 120})!r})\n"
+        "def on_event(job, ev):\n"
+        "    if ev['type'] == 'eval':\n"
+        "        print(ev.get('step'), flush=True)\n"
+        "    if ev['type'] == 'started':\n"
+        "        print('pid', ev['pid'], flush=True)\n"
+        "for _ in LocalExecutor(1, threads=1).run([job], on_event):\n"
+        "    pass\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = None
+    for line in parent.stdout:  # wait until the run is training
+        if line.startswith("pid "):
+            child = int(line.split()[1])
+        elif child is not None:
+            break
+    assert child is not None and os.path.exists(f"/proc/{child}")
+    parent.kill()
+    parent.wait(timeout=10)
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{child}") or _zombie(child):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}") or _zombie(child), "the run outlived airlab"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -4,6 +4,7 @@ and the sequential run-until-decisive procedure."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -11,15 +12,24 @@ from typing import Any
 import pytest
 from conftest import MICRO
 
+from airlab import validate
 from airlab.analysis import stats
-from airlab.analysis.compare import Analysis, ArmRow, RunFacts
+from airlab.analysis.compare import (
+    QUALITY_METRICS,
+    Analysis,
+    ArmRow,
+    RunFacts,
+    apply_decisions,
+    is_quick,
+)
+from airlab.analysis.decisions import NoiseFloor
 from airlab.decide import Look, look_schedule, run_until_decisive
 from airlab.executors.base import Job
 from airlab.executors.inprocess import InProcessExecutor
 from airlab.experiment import rate_experiment, run_experiment
 from airlab.run.result import RunResult
 from airlab.spec import Arm, ExperimentSpec
-from airlab.store import Store, latest_verdicts, list_verdicts
+from airlab.store import Store, latest_verdicts, list_verdicts, load_sequential_state
 from airlab.validate import band_of, next_seeds, rate
 
 FACTS = RunFacts(frozenset({("host", "cpu", "cpu")}), frozenset({("tokens", 3000.0)}),
@@ -30,53 +40,95 @@ FACTS = RunFacts(frozenset({("host", "cpu", "cpu")}), frozenset({("tokens", 3000
 
 def analysis(base: Sequence[float], arm: Sequence[float], *, arm_means: dict[str, float]
              | None = None, efficiency: Any = None, failures: Sequence[str] = (),
-             tolerance: float = 0.0, direction: str = "minimize") -> Analysis:
+             tolerance: float = 0.0, direction: str = "minimize", margin: float | None = 0.05,
+             credit: str = "time", name: str = "x", metric: str = "val_loss",
+             quality: tuple[Sequence[float], Sequence[float]] | None = None,
+             floors: dict[str, NoiseFloor] | None = None,
+             pathologies: dict[str, int] | None = None,
+             more_arms: dict[str, Sequence[float]] | None = None) -> Analysis:
     """An Analysis built the way compare.analyze builds one, from per-seed values."""
     seeds = next_seeds([], len(base))
-    spec = {"name": "x", "baseline": {"name": "base"}, "arms": [{"name": "arm"}],
+    extra = dict(more_arms or {})
+    spec = {"name": name, "baseline": {"name": "base"},
+            "arms": [{"name": "arm"}, *({"name": k} for k in extra)],
             "seeds": seeds, "budget": {"tokens": 3000}, "dataset": "pycode",
-            "metric": "val_loss", "direction": direction, "tolerance": tolerance}
-    n_ok = sum(not math.isnan(v) for v in arm)
-    b = ArmRow("base", True, seeds, list(base), len(seeds), len(seeds), 0, [],
-               stats.summarize(base), means={"train_seconds": 10.0, "model_bytes": 4000.0})
-    a = ArmRow("arm", False, seeds, list(arm), len(seeds), n_ok, len(failures), list(failures),
-               stats.summarize(arm), means=arm_means or {"train_seconds": 10.0,
-                                                          "model_bytes": 4000.0})
-    a.comparison = stats.compare(base, arm, direction=direction)
-    a.p_holm = stats.holm([a.comparison.p_value])[0]
-    a.verdict = stats.verdict(a.comparison, adjusted_p=a.p_holm)
-    b.verdict = "baseline"
+            "metric": metric, "direction": direction, "tolerance": tolerance,
+            "margin": margin, "credit": credit}
+    q_base, q_arm = quality if quality is not None else ([], [])
+
+    def row(arm_name: str, values: Sequence[float], qv: Sequence[float], means: dict[str, float],
+            fails: Sequence[str] = ()) -> ArmRow:
+        n_ok = sum(not math.isnan(v) for v in values)
+        return ArmRow(arm_name, arm_name == "base", seeds, list(values), len(seeds), n_ok,
+                      len(fails), list(fails), stats.summarize(values), means=dict(means),
+                      quality_values=list(qv))
+
+    default = {"train_seconds": 10.0, "model_bytes": 4000.0}
+    rows = [row("base", base, q_base, default),
+            row("arm", arm, q_arm, arm_means or default, failures)]
+    rows += [row(k, v, [], default) for k, v in extra.items()]
+    if pathologies:
+        rows[1].pathologies = dict(pathologies)
+    qm = metric if metric in QUALITY_METRICS else "val_loss"
+    a = Analysis(name, metric, direction, spec, rows, qm, QUALITY_METRICS.get(qm, "minimize"),
+                 floors=floors or {}, credit=credit, quick=is_quick(name, spec))
+    apply_decisions(a)
     if efficiency is not None:
-        a.efficiency = efficiency  # type: ignore[attr-defined]
-    return Analysis("x", "val_loss", direction, spec, [b, a])
+        rows[1].efficiency = efficiency
+    return a
+
+
+def eff(ratio: tuple[float, float, float], reached: int = 5, n: int = 5, **kw: Any) -> Any:
+    """Efficiency of one arm: the time-to-target ratio (geo mean, CI) and other ratios."""
+    nan3 = (math.nan, math.nan, math.nan)
+    return SimpleNamespace(ratio={"train_seconds": ratio, "flops": nan3,
+                                  "energy_kwh_est": nan3}, reached=reached, n=n,
+                           size_ratio=kw.get("size"), latency_ratio=None,
+                           memory_ratio=kw.get("memory"), quality_drop=math.nan)
 
 
 BASE = [3.00, 3.02, 2.99, 3.01, 2.98]
 BETTER = [2.80, 2.83, 2.78, 2.82, 2.79]
+SAME = [3.001, 3.019, 2.992, 3.011, 2.979]  # within 0.002 of the baseline, seed by seed
 
 
 def test_a_clear_win_with_full_rigor_is_publishable() -> None:
-    eff = SimpleNamespace(ratio={"train_seconds": (2.4, 2.1, 2.7)}, reached=5, n=5,
-                          size_ratio=None, latency_ratio=None, memory_ratio=None,
-                          quality_drop=-0.2)
-    v = rate(analysis(BASE, BETTER, efficiency=eff), FACTS)
+    v = rate(analysis(BASE, BETTER, efficiency=eff((2.4, 2.1, 2.7))), FACTS)
     assert v.rating == 10 and v.band == "publishable"
     assert {k: b["points"] for k, b in v.breakdown.items()} == {"evidence": 3, "impact": 3,
                                                                 "rigor": 4}
     assert v.best_arm == "arm" and not v.caps
+    assert v.breakdown["impact"]["decisions"] == {"arm": "better"}
     # Without a time-to-target ratio the same quality win still earns 8 (impact: quality only).
     v2 = rate(analysis(BASE, BETTER), FACTS)
     assert v2.rating == 8 and v2.band == "publishable"
-    assert any("2x" in line for line in v2.critique)
+    assert any("no time ratio measured" in line and "2x" in line for line in v2.critique)
 
 
-def test_compression_at_equal_quality_is_an_improvement() -> None:
-    same_quality = [3.01, 3.00, 3.00, 3.02, 2.98]
-    v = rate(analysis(BASE, same_quality, arm_means={"train_seconds": 10.0,
-                                                     "model_bytes": 1000.0}), FACTS)
-    assert v.breakdown["impact"]["points"] == 3  # 4x smaller (exact) and quality kept
-    assert v.breakdown["evidence"]["points"] == 0
+def test_compression_credits_only_the_declared_ratio() -> None:
+    small = {"train_seconds": 10.0, "model_bytes": 1000.0}
+    # credit: size -> 4x smaller (exact) with quality equivalent: impact 3, rating 7.
+    v = rate(analysis(BASE, SAME, arm_means=small, credit="size"), FACTS)
+    assert v.breakdown["impact"]["points"] == 3 and v.breakdown["evidence"]["points"] == 0
     assert v.rating == 7 and v.band == "publishable"
+    assert v.breakdown["impact"]["checks"]["quality_label"] == "equivalent"
+    # The default credit (time) does not count the size: reported, not credited.
+    t = rate(analysis(BASE, SAME, arm_means=small), FACTS)
+    assert t.breakdown["impact"]["points"] == 1 and t.rating <= 4
+    assert any("reported, not credited: size 4.00x" in c for c in t.critique)
+
+
+def test_not_shown_worse_is_not_quality_kept() -> None:
+    # 2-layer-like arm: worse by ~0.013 with noisy pairs, p > 0.05: the old rubric called it
+    # "quality within tolerance"; without equivalence it is undecided and earns no impact.
+    noisy_worse = [3.02, 3.01, 3.03, 3.00, 3.01]
+    small = {"train_seconds": 10.0, "model_bytes": 2000.0}
+    v = rate(analysis(BASE, noisy_worse, arm_means=small, credit="size", margin=0.01), FACTS)
+    s = v.breakdown["impact"]["checks"]
+    assert s["quality_kept"] is False and s["quality_label"] != "equivalent"
+    assert v.breakdown["impact"]["points"] == 0 and v.rating <= 4
+    text = "\n".join(v.critique)
+    assert "toward better" not in text and not re.search(r"\bnan\b", text)
 
 
 def test_a_failed_seed_caps_a_win_at_good_progress() -> None:
@@ -88,16 +140,94 @@ def test_a_failed_seed_caps_a_win_at_good_progress() -> None:
     assert any("seed 256: diverged" in line and "--retry-failed" in line for line in v.critique)
 
 
-def test_no_improvement_needs_work_and_says_how_many_seeds() -> None:
+def test_undecided_arm_says_how_many_seeds_and_worse_arm_says_stop() -> None:
     tiny = [3.01, 2.99, 3.00, 2.995, 2.985]  # 0.004 lower on average, noisy pairs
-    v = rate(analysis(BASE, tiny), FACTS)
+    v = rate(analysis(BASE, tiny, margin=0.001), FACTS)
     assert v.rating <= 4 and v.band == "needs work"
-    under = next(line for line in v.critique if line.startswith("underpowered"))
-    assert "minimum detectable effect is" in under and "nats at n = 5" in under
-    assert "more seeds" in under
-    # Worse quality: needs work too, and the critique names it.
+    under = next(line for line in v.critique if line.startswith("arm: undecided"))
+    assert "the smallest effect 5 seeds detect is" in under and "nats" in under
+    assert "paired differences" in under
+    # Worse quality: needs work; the critique says so plainly and does not ask for seeds.
     w = rate(analysis(BASE, [3.3, 3.31, 3.29, 3.32, 3.3]), FACTS)
-    assert w.band == "needs work" and any("significantly worse" in c for c in w.critique)
+    assert w.band == "needs work"
+    line = next(c for c in w.critique if c.startswith("arm: worse on val_loss"))
+    assert "Δ = +0.304 nats" in line and "more seeds will not turn it around" in line
+    assert not any("toward better" in c or re.search(r"\bnan\b", c) for c in w.critique)
+
+
+def test_zero_spread_is_undecided_not_p_zero() -> None:
+    shifted = [b - 0.01 for b in BASE]  # every pair differs by exactly 0.01
+    a = analysis(BASE, shifted)
+    d = a.rows[1].decision
+    assert d is not None and d.label == "undecided" and math.isnan(d.p) and math.isnan(d.dz)
+    # With a stored noise floor the floor's sd of differences is used instead.
+    floor = NoiseFloor(n=10, df=8, mean=3.0, sd=0.002, sd_diff=0.002 * math.sqrt(2))
+    f = analysis(BASE, shifted, floors={"val_loss": floor})
+    fd = f.rows[1].decision
+    assert fd is not None and fd.label == "better" and math.isfinite(fd.p) and fd.p > 0
+
+
+def test_margin_from_floor_or_provisional() -> None:
+    floor = NoiseFloor(n=10, df=8, mean=3.0, sd=0.004, sd_diff=0.004 * math.sqrt(2))
+    a = analysis(BASE, SAME, margin=None, floors={"val_loss": floor})
+    assert a.margin.source == "noise floor" and a.margin.value == pytest.approx(0.008)
+    assert a.rows[1].mde_source == "noise floor"
+    p = analysis(BASE, SAME, margin=None, credit="size",
+                 arm_means={"train_seconds": 10.0, "model_bytes": 1000.0})
+    assert p.margin.provisional and p.margin.value == pytest.approx(2 * stats.summarize(BASE).sd)
+    v = rate(p, FACTS)
+    assert v.rating == 6 and any("provisional margin" in c for c in v.caps)
+
+
+def test_best_arm_is_the_largest_credited_ratio() -> None:
+    # Two arms, both equivalent in quality; "arm" is 2.7x faster, "fast" 5.6x faster.
+    a = analysis(BASE, SAME, efficiency=eff((2.7, 2.3, 3.1)),
+                 more_arms={"fast": [3.002, 3.018, 2.991, 3.012, 2.978]})
+    a.rows[2].efficiency = eff((5.6, 4.9, 6.4))
+    v = rate(a, FACTS)
+    assert v.best_arm == "fast"
+    assert v.breakdown["impact"]["checks"]["efficiency"].startswith(
+        "time-to-target train_seconds 5.60x")
+
+
+def test_memory_metric_is_the_saving_and_quality_is_val_loss() -> None:
+    base_mem, arm_mem = [100.0, 101.0, 99.0, 100.5, 99.5], [40.0, 41.0, 39.5, 40.2, 39.8]
+    a = analysis(base_mem, arm_mem, metric="peak_mem_mb", margin=None,
+                 quality=(BASE, SAME), floors={"val_loss": NoiseFloor(10, 8, 3.0, 0.004,
+                                                                       0.0057)},
+                 arm_means={"peak_mem_mb": 40.1, "train_seconds": 13.0})
+    a.rows[0].means["peak_mem_mb"] = 100.0
+    v = rate(a, FACTS)
+    assert a.quality_metric == "val_loss" and a.rows[1].quality is not None
+    assert a.rows[1].quality.label == "equivalent"
+    assert v.breakdown["impact"]["checks"]["efficiency"].startswith("peak_mem_mb saving 2.49x")
+    assert v.rating == 10
+    text = "\n".join(v.critique)
+    assert "quality kept on val_loss" in text and not re.search(r"\bnan\b", text)
+
+
+def test_pathologies_cap_and_are_named() -> None:
+    v = rate(analysis(BASE, BETTER, efficiency=eff((2.4, 2.1, 2.7)),
+                      pathologies={"collapsed": 1}), FACTS)
+    assert v.rating == 4 and any("collapsed" in c for c in v.caps)
+    assert any("1 run(s) collapsed" in c for c in v.critique)
+    o = rate(analysis(BASE, BETTER, efficiency=eff((2.4, 2.1, 2.7)),
+                      pathologies={"overfit": 2}), FACTS)
+    assert o.rating == 6 and any("overfit" in c for c in o.critique)
+
+
+def test_quick_runs_are_not_rated() -> None:
+    v = rate(analysis(BASE, BETTER, name="x-quick"), FACTS)
+    assert v.rating == 0 and not v.rated and v.band == "smoke test, not rated"
+    assert band_of(0) == "smoke test, not rated"
+
+
+def test_rubric_version_is_a_hash_of_the_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = rate(analysis(BASE, BETTER), FACTS)
+    assert v.rubric_version == validate.RUBRIC_VERSION == validate.rubric_version()
+    assert len(v.rubric_version) <= 20  # the verdicts table's column
+    monkeypatch.setattr(validate, "GOAL_RATIO", 3.0)
+    assert validate.rubric_version() != v.rubric_version
 
 
 def test_rigor_checks_each_cost_a_point() -> None:
@@ -179,7 +309,9 @@ class KilledOnce(InProcess):
         jobs = list(jobs)
         if jobs and not self.killed:
             self.killed = True
-            yield jobs[0], RunResult.failed("worker killed by signal 9", infra=True)
+            # Not marked infra: infra failures are now retried automatically by the pipeline,
+            # and these tests are about the runs that stay failed until --retry-failed.
+            yield jobs[0], RunResult.failed("worker killed by signal 9")
             jobs = jobs[1:]
         yield from super().run(jobs, on_event)
 
@@ -258,3 +390,10 @@ def test_until_decisive_adds_seeds_up_to_the_cap(db_url: str) -> None:
     assert len(ex.ran) == 12  # finished runs were reused between looks, never rerun
     exp = store.experiment("und")
     assert exp is not None and exp["spec"]["seeds"] == d.seeds
+    state = load_sequential_state(store, "und")
+    assert state is not None and [x["n"] for x in state["looks"]] == [3, 5, 6]
+    assert state["spent"]["copy"] == pytest.approx(0.05)  # the whole alpha, spent once
+    # Deciding again does not restart alpha: no look spends anything, nothing runs again.
+    again = run_until_decisive(spec, store, ex, max_seeds=10, step=2)
+    assert len(ex.ran) == 12 and all(look.alpha == 0.0 for look in again.looks)
+    assert load_sequential_state(store, "und") == state

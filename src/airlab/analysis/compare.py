@@ -3,6 +3,14 @@
 Reads only the store: the experiment's current runs are the rows the pipeline stored for the
 spec's arms and seeds (never planned again here), and :func:`run_facts` gives the rubric the
 provenance, budgets and datasets of those runs.
+
+Decisions come from :func:`airlab.analysis.decisions.decide` (docs/decision_rules.md):
+better/worse by the paired t test with Holm across arms; "equivalent" (quality kept) only by
+TOST against a margin: the spec's ``margin`` (or its ``tolerance``), else 2 sd of the noise
+floor stored by ``airlab calibrate`` for this workload, preset, dataset and budget, else a
+provisional 2 sd of the experiment's own baseline (labelled provisional). When the primary
+metric is not a quality metric (checkpointing's ``peak_mem_mb``) quality is judged on the
+validation loss by equivalence, and the primary metric is the saving.
 """
 
 from __future__ import annotations
@@ -12,16 +20,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airlab.analysis import stats
+from airlab.analysis import decisions, stats
+from airlab.analysis.decisions import ArmDecision, NoiseFloor
 from airlab.analysis.efficiency import ArmEfficiency, arm_efficiency
 from airlab.config import BUDGET_UNITS
 from airlab.errors import AirlabError, did_you_mean
-from airlab.store import Store
+from airlab.store import Store, floor_key, load_noise_floor
 
 # Secondary metrics shown beside the primary one (means over finished seeds).
 COST_METRICS = ("train_seconds", "tokens_per_s", "samples_per_s", "flops", "peak_mem_mb",
                 "params", "model_bytes", "energy_kwh_est", "latency_ms_b1", "latency_ms_batch",
                 "sparsity", "quality_drop")
+# Metrics that measure a model's quality (the rest are costs or savings), with their direction.
+QUALITY_METRICS = {"val_loss": "minimize", "best_val_loss": "minimize", "val_bpc": "minimize",
+                   "val_acc": "maximize"}
+# Pathologies a run reports (text workloads): 0/1 flags, and the sample diversity beside them.
+PATHOLOGY_FLAGS = ("collapsed", "overfit")
+DIVERSITY_METRICS = ("sample_distinct_2", "sample_entropy_ratio")
+CREDIT_COSTS = {"time": "train_seconds", "flops": "flops", "energy": "energy_kwh_est"}
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The equivalence margin of one metric and where it came from."""
+
+    value: float  # nan: none (equivalence cannot be shown)
+    source: str  # "spec margin" | "spec tolerance" | "noise floor" | "provisional" | "none"
+
+    @property
+    def provisional(self) -> bool:
+        return self.source == "provisional"
+
+    def describe(self, unit: str = "") -> str:
+        if math.isnan(self.value):
+            return "no margin (declare one in the spec or run `airlab calibrate`)"
+        what = {"provisional": "provisional: 2 sd of this experiment's baseline; run `airlab "
+                               "calibrate` to measure the noise floor",
+                "noise floor": "2 sd of the measured noise floor"}.get(self.source, self.source)
+        return f"±{self.value:.3g}{unit} ({what})"
 
 
 @dataclass
@@ -41,6 +77,13 @@ class ArmRow:
     means: dict[str, float] = field(default_factory=dict)
     efficiency: ArmEfficiency | None = None
     run_ids: dict[int, int] = field(default_factory=dict)  # seed -> run id (finished runs)
+    decision: ArmDecision | None = None  # the primary metric (decisions.decide)
+    quality: ArmDecision | None = None  # the quality metric (the same when primary is one)
+    quality_values: list[float] = field(default_factory=list)
+    pathologies: dict[str, int] = field(default_factory=dict)  # flag -> runs flagged
+    mde: float = math.nan  # primary metric, paired, at alpha / arms and power 0.8
+    mde_source: str = ""  # "noise floor" | "paired differences"
+    seeds_needed: int | None = None  # pairs to detect the observed effect (undecided arms)
 
 
 @dataclass
@@ -50,10 +93,22 @@ class Analysis:
     direction: str
     spec: dict[str, Any]
     rows: list[ArmRow]
+    quality_metric: str = "val_loss"
+    quality_direction: str = "minimize"
+    margin: Margin = Margin(math.nan, "none")  # of the primary metric
+    quality_margin: Margin = Margin(math.nan, "none")  # of the quality metric
+    floors: dict[str, NoiseFloor] = field(default_factory=dict)  # metric -> stored floor
+    floor_key: dict[str, str] | None = None
+    credit: str = "time"  # the spec's credited cost ratio
+    quick: bool = False  # a --quick smoke test (not rated)
 
     @property
     def baseline(self) -> ArmRow:
         return self.rows[0]
+
+    @property
+    def quality_is_primary(self) -> bool:
+        return self.quality_metric == self.metric
 
 
 @dataclass(frozen=True)
@@ -102,6 +157,7 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
     spec = exp["spec"]
     metric = spec.get("metric", "val_loss")
     direction = spec.get("direction", "minimize")
+    qmetric, qdir = (metric, direction) if metric in QUALITY_METRICS else ("val_loss", "minimize")
     seeds = list(spec.get("seeds", []))
     arm_names = [spec["baseline"]["name"], *[a["name"] for a in spec.get("arms", [])]]
     current = list(runs) if runs is not None else current_runs(store.runs(exp["id"]), spec)
@@ -110,51 +166,154 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
     rows: list[ArmRow] = []
     for arm in arm_names:
         arm_runs = {r["seed"]: r for r in current if r["arm"] == arm}
-        values, failures, finished = [], [], []
+        values, qvalues, failures, finished = [], [], [], []
         run_ids: dict[int, int] = {}
         for s in seeds:
             r = arm_runs.get(s)
-            v = math.nan
+            v = q = math.nan
             if r is not None and r["state"] == "finished":
-                got = all_metrics[r["id"]].get(metric)
+                got, qgot = all_metrics[r["id"]].get(metric), all_metrics[r["id"]].get(qmetric)
                 v = math.nan if got is None else float(got)
+                q = math.nan if qgot is None else float(qgot)
                 finished.append(r["id"])
                 run_ids[s] = r["id"]
             elif r is not None and r["state"] == "failed":
                 failures.append(f"seed {s}: {r['reason']}")
             values.append(v)
+            qvalues.append(q)
         means: dict[str, float] = {}
-        for m in COST_METRICS + (metric,):
-            xs = [float(x) for i in finished if (x := all_metrics[i].get(m)) is not None]
+        for m in COST_METRICS + DIVERSITY_METRICS + (metric, qmetric):
+            xs = [float(x) for i in finished if (x := all_metrics[i].get(m)) is not None
+                  and math.isfinite(float(x))]
             if xs:
                 means[m] = sum(xs) / len(xs)
+        flags = {f: sum(1 for i in finished if (all_metrics[i].get(f) or 0) >= 0.5)
+                 for f in PATHOLOGY_FLAGS}
         rows.append(ArmRow(arm=arm, is_baseline=not rows, seeds=seeds, values=values,
                            planned=len(seeds), finished=len(finished), failed=len(failures),
                            failures=failures, summary=stats.summarize(values), means=means,
-                           run_ids=run_ids))
+                           run_ids=run_ids, quality_values=qvalues,
+                           pathologies={f: k for f, k in flags.items() if k}))
 
     base = rows[0]
-    for row in rows[1:]:
-        row.comparison = stats.compare(base.values, row.values, direction=direction, paired=True)
-    adjusted = stats.holm([r.comparison.p_value for r in rows[1:] if r.comparison])
-    for row, p in zip(rows[1:], adjusted, strict=True):
-        row.p_holm = p
-        assert row.comparison is not None
-        row.verdict = stats.verdict(row.comparison, adjusted_p=p)
+    key = _floor_key(current, base, spec)
+    floors: dict[str, NoiseFloor] = {}
+    if key is not None:
+        for m in {metric, qmetric}:
+            stored = load_noise_floor(store, key, m)
+            if stored is not None:
+                floors[m] = NoiseFloor.from_dict(stored)
+    a = Analysis(name, metric, direction, spec, rows, qmetric, qdir, floors=floors,
+                 floor_key=key, credit=str(spec.get("credit") or "time"),
+                 quick=is_quick(name, spec))
+    apply_decisions(a)
+    _attach_efficiency(store, a)
+    return a
+
+
+def apply_decisions(a: Analysis) -> None:
+    """Margins, decisions (paired t + Holm, TOST + Holm), MDE and verdict labels of every arm,
+    from the rows' per-seed values, the spec and the stored floors (``a.floors``)."""
+    spec, rows = a.spec, a.rows
+    base = rows[0]
+    a.margin = _margin(spec, a.metric, base.values, a.floors.get(a.metric), declared=True)
+    a.quality_margin = a.margin if a.quality_is_primary else _margin(
+        spec, a.quality_metric, base.quality_values, a.floors.get(a.quality_metric),
+        declared=False)
+    arms = rows[1:]
+    if arms:
+        dec = _decide(base.values, arms, [r.values for r in arms], a.direction, a.margin,
+                      a.floors.get(a.metric))
+        qdec = dec if a.quality_is_primary else _decide(
+            base.quality_values, arms, [r.quality_values for r in arms], a.quality_direction,
+            a.quality_margin, a.floors.get(a.quality_metric))
+        for row in arms:
+            row.decision, row.quality = dec[row.arm], qdec[row.arm]
+            row.comparison = stats.compare(base.values, row.values, direction=a.direction,
+                                           paired=True)
+            row.p_holm = row.decision.p_holm
+            row.verdict = row.decision.label
+            _power(row, len(arms), a.floors.get(a.metric))
     base.verdict = "baseline"
-    _attach_efficiency(store, rows, metric, direction)
-    return Analysis(name, metric, direction, spec, rows)
 
 
-def _attach_efficiency(store: Store, rows: list[ArmRow], metric: str, direction: str) -> None:
+def is_quick(name: str, spec: dict[str, Any]) -> bool:
+    """A ``--quick`` smoke test: stored as NAME-quick (or flagged ``quick`` in the spec)."""
+    return name.endswith("-quick") or bool(spec.get("quick"))
+
+
+def _floor_key(current: Sequence[dict[str, Any]], base: ArmRow, spec: dict[str, Any]
+               ) -> dict[str, str] | None:
+    """The noise-floor key of the baseline's resolved config (workload, preset, dataset) and
+    the experiment's budget; None when no baseline run is stored."""
+    cfg = next((r["config"] for r in current if r["arm"] == base.arm and r.get("config")),
+               None)
+    budget = spec.get("budget")
+    if cfg is None or not budget or len(budget) != 1:
+        return None
+    return floor_key(cfg, budget)
+
+
+def _margin(spec: dict[str, Any], metric: str, base_values: Sequence[float],
+            floor: NoiseFloor | None, *, declared: bool) -> Margin:
+    """The equivalence margin: declared (primary metric only), else from the noise floor,
+    else provisional from the baseline's own sd."""
+    if declared and spec.get("margin"):
+        return Margin(float(spec["margin"]), "spec margin")
+    if declared and float(spec.get("tolerance") or 0.0) > 0:
+        return Margin(float(spec["tolerance"]), "spec tolerance")
+    if floor is not None and math.isfinite(floor.sd) and floor.sd > 0:
+        return Margin(decisions.default_margin(floor.sd), "noise floor")
+    sd = stats.summarize(base_values).sd
+    if math.isfinite(sd) and sd > 0:
+        return Margin(decisions.default_margin(sd), "provisional")
+    return Margin(math.nan, "none")
+
+
+def _decide(base: list[float], arms: list[ArmRow], values: list[list[float]], direction: str,
+            margin: Margin, floor: NoiseFloor | None) -> dict[str, ArmDecision]:
+    """decisions.decide without a floor; when some arm's differences have no spread and a
+    floor is stored, again with the floor's sd of differences (conservative for every arm)."""
+    named = {r.arm: v for r, v in zip(arms, values, strict=True)}
+    out = decisions.decide(base, named, direction, margin.value)
+    no_spread = any(d.n >= 2 and math.isnan(d.sd_diff) for d in out.values())
+    if no_spread and floor is not None and math.isfinite(floor.sd_diff):
+        out = decisions.decide(base, named, direction, margin.value, sd_floor=floor.sd_diff)
+    return out
+
+
+def _power(row: ArmRow, arms: int, floor: NoiseFloor | None) -> None:
+    """MDE and seeds-needed from the sd of paired differences (the floor's when stored)."""
+    d = row.decision
+    if d is None or d.n < 2:
+        return
+    if floor is not None and math.isfinite(floor.sd_diff) and floor.df >= 1:
+        sd, df, row.mde_source = floor.sd_diff, float(floor.df), "noise floor"
+    elif math.isfinite(d.sd_diff):
+        sd, df, row.mde_source = d.sd_diff, float(d.n - 1), "paired differences"
+    else:
+        return
+    row.mde = decisions.mde_paired(sd, d.n, arms, sd_df=df)
+    effect = abs(d.mean_diff)
+    if d.label == "undecided" and effect > 0 and math.isfinite(effect):
+        row.seeds_needed = decisions.seeds_needed_paired(sd, effect, arms, sd_df=df)
+
+
+def _attach_efficiency(store: Store, a: Analysis) -> None:
+    """Time-to-target of every arm on the quality metric's curve (val_loss/val_acc), with the
+    spec's declared target or leave-one-seed-out targets, slack from the floor when stored."""
+    rows = a.rows
     curves: dict[int, list[dict[str, Any]]] = {}
     all_ids = [i for r in rows for i in r.run_ids.values()]
     mets = store.metrics(all_ids)
     for i in all_ids:
         curves[i] = store.curve(i)
-    # Curves carry val_loss/val_acc; other primary metrics fall back to val_loss for the target.
-    cmetric = metric if metric in ("val_loss", "val_acc") else "val_loss"
-    cdir = direction if cmetric == metric else "minimize"
+    # Curves carry val_loss/val_acc; a primary metric off the curve uses val_loss.
+    cmetric = a.metric if a.metric in ("val_loss", "val_acc") else "val_loss"
+    cdir = a.direction if cmetric == a.metric else "minimize"
+    target = a.spec.get("target") if cmetric == a.metric else None
+    floor = a.floors.get(cmetric)
+    floor_sd = floor.sd if floor is not None else math.nan
 
     def runs(row: ArmRow) -> dict[int, dict[str, Any]]:
         return {s: {"curve": curves[i], "metrics": mets[i]} for s, i in row.run_ids.items()}
@@ -162,7 +321,8 @@ def _attach_efficiency(store: Store, rows: list[ArmRow], metric: str, direction:
     base = rows[0]
     for row in rows[1:]:
         row.efficiency = arm_efficiency(row.arm, cmetric, cdir, runs(base), runs(row),
-                                        base.means, row.means)
+                                        base.means, row.means,
+                                        None if target is None else float(target), floor_sd)
 
 
 def run_facts(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 
 import typer
 
+from airlab.cli import calibrate as calibrate_group
 from airlab.cli import catalog, results
 from airlab.cli import run as run_group
+from airlab.cli import worker as worker_group
 from airlab.cli.common import console, err_console, print_error, set_settings
 from airlab.cli.run import parse_train_args, quick_spec
 from airlab.errors import AirlabError
@@ -55,6 +58,8 @@ _COMMANDS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (run_group.check, {}), (results.show, {}), (results.status, {}), (results.verdict, {}),
     (results.export, {}), (results.decide, {}), (catalog.data, {}), (catalog.techniques, {}),
 ]
+_COMMANDS.append((worker_group.worker, {}))
+_COMMANDS.append((calibrate_group.calibrate, {}))
 for _fn, _kw in _COMMANDS:
     app.command(help=_flow(_fn.__doc__), **_kw)(_fn)
 
@@ -81,4 +86,40 @@ def main() -> None:
         else:
             print_error(e.format_message())
         sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug of ours: one line and where the traceback is
+        where = _log_traceback(e)
+        print_error(f"internal error: {type(e).__name__}: {_first_line(e)} (traceback in "
+                    f"{where}; please report it)")
+        sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def _log_traceback(e: BaseException) -> str:
+    """Write the traceback to <home>/logs/error-TIME.log (the temp folder if home is not
+    writable) and return the path."""
+    import tempfile
+    import time
+    import traceback
+
+    from airlab.cli.common import current_settings
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    s = current_settings()
+    folders = ([s.home / "logs"] if s is not None else []) + [Path(tempfile.gettempdir())]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(" ".join(sys.argv) + "\n\n" + text)
+            return str(path)
+        except OSError:
+            continue
+    return "stderr (no writable folder)"  # pragma: no cover - both folders refused

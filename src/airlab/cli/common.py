@@ -33,6 +33,11 @@ def set_settings(s: Settings) -> None:
     _settings[:] = [s]
 
 
+def current_settings() -> Settings | None:
+    """The resolved Settings, or None before the global options ran (never reads them)."""
+    return _settings[0] if _settings else None
+
+
 def settings() -> Settings:
     """The Settings the global options resolved (once, at the edge)."""
     if not _settings:  # a command called without the app's callback (e.g. from a test)
@@ -42,10 +47,13 @@ def settings() -> Settings:
     return _settings[0]
 
 
-def open_store() -> Store:
+def open_store(readonly: bool = False) -> Store:
+    """The lab's store. Reading commands pass ``readonly``: nothing is created or written, so
+    they work on a read-only lab folder. Results the database refuses wait in the journal."""
     from airlab.store import Store
 
-    return Store(settings().db_url)
+    s = settings()
+    return Store(s.db_url, readonly=readonly, journal=s.home / "results-journal.jsonl")
 
 
 @contextmanager
@@ -106,6 +114,10 @@ class RichReporter:
         self.progress.console.print(f"{self._label(run).strip()}: {msg}")
         if self.runs_task is not None:
             self.progress.advance(self.runs_task)
+
+    def note(self, text: str) -> None:
+        """A line between the bars (e.g. runs that other airlab processes are running)."""
+        self.progress.console.print(text, highlight=False, markup=False)
 
     def stop(self) -> None:
         self.progress.stop()

@@ -25,7 +25,7 @@ def show(name: str = typer.Argument(..., help="Experiment name."),
     from airlab.analysis.compare import analyze
     from airlab.report.table import analysis_table
 
-    store = open_store()
+    store = open_store(readonly=True)
     exp = store.experiment(name)
     if exp is not None and exp["kind"] in ("train", "prerequisite"):
         runs = True  # a single run or a teacher: no arms to compare, list the runs
@@ -55,7 +55,7 @@ def status() -> None:
     """
     from airlab.report.tracker import print_status
 
-    print_status(open_store(), console)
+    print_status(open_store(readonly=True), console)
 
 
 def verdict(
@@ -94,7 +94,7 @@ def export(
     from airlab.report.export import export as do_export
 
     folder = Path(out) if out else settings().home / "export"
-    res = do_export(open_store(), folder, tensorboard=tensorboard)
+    res = do_export(open_store(readonly=True), folder, tensorboard=tensorboard)
     console.print(f"report: {folder / 'report.html'} ({len(res.files)} files in {folder})",
                   highlight=False)
     for note in res.notes:
@@ -109,7 +109,7 @@ def _load(ref: str) -> Any:
     try:
         return load_checked(ref, settings())
     except AirlabError:
-        exp = open_store().experiment(ref)
+        exp = open_store(readonly=True).experiment(ref)
         if exp is None or exp["kind"] != "experiment":
             raise
         return spec_from_dict(exp["spec"], f"stored experiment '{ref}'")

@@ -41,6 +41,14 @@ def run(
     fresh: bool = typer.Option(False, "--fresh", help="Archive the stored experiment (kept as "
                                "NAME.archived-TIME) and run every run again, e.g. after the "
                                "code changed."),
+    executor_kind: str = typer.Option("local", "--executor", help="local (process pool) or "
+                                      "ray (install airlab[ray])."),
+    ray_address: str = typer.Option(None, "--ray-address", help="With --executor ray: auto "
+                                    "(this machine's cluster) or ADDRESS; default a local Ray."),
+    enqueue: bool = typer.Option(False, "--enqueue", help="Plan and store the runs without "
+                                 "executing them; `airlab worker` processes run them."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto (this "
+                               "machine's best); part of each run's key."),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
     from airlab.spec import library_specs
@@ -56,6 +64,12 @@ def run(
     s = load_checked(spec, settings())  # every problem with file:line, before any run
     if quick:
         s = quick_spec(s)
+    from airlab.cli.worker import make_executor, with_device
+
+    s = with_device(s, device)  # auto resolved here, before any run key is computed
+    if enqueue:
+        _enqueue(s, retry_failed=retry_failed, fresh=fresh)
+        return
     if until_decisive:
         from airlab.cli.results import decide_spec
 
@@ -72,7 +86,7 @@ def run(
         if archived:
             console.print(f"archived the stored {s.name} as {archived}")
     t0 = time.perf_counter()
-    with executor(workers, timeout, threads) as ex:
+    with make_executor(executor_kind, workers, timeout, threads, ray_address=ray_address) as ex:
         out = run_experiment(s, store, ex, settings=settings(), reporter=RichReporter(s.name),
                              retry_failed=retry_failed)
     pre = out.prerequisites
@@ -87,6 +101,19 @@ def run(
     assert out.analysis is not None and out.verdict is not None  # rated: kind "experiment"
     console.print(analysis_table(out.analysis))
     print_finished(out.verdict, out.folder)
+
+
+def _enqueue(s: Any, *, retry_failed: bool, fresh: bool) -> None:
+    """`run --enqueue`: store the plan for `airlab worker` processes; execute nothing."""
+    from airlab.cli.worker import enqueue
+
+    store = open_store()
+    if fresh and store.archive_experiment(s.name):
+        console.print(f"archived the stored {s.name}")
+    _, counts = enqueue(s, store, retry_failed=retry_failed)
+    states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    console.print(f"{s.name}: {sum(counts.values())} runs stored ({states}) in {store.url}; "
+                  f"start workers with: airlab --db URL worker", highlight=False)
 
 
 def quick_spec(s: Any) -> Any:
@@ -135,7 +162,7 @@ def check(spec: str = typer.Argument(..., help="A spec YAML file or a built-in e
             print_error(p)
         raise typer.Exit(2)
     # Throughput is measured from the store when there is one; a check never creates it.
-    summary = plan_summary(s, store=open_store() if _store_exists() else None,
+    summary = plan_summary(s, store=open_store(readonly=True) if _store_exists() else None,
                            settings=settings())
     for line in summary.lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -215,6 +242,8 @@ def train(
     seed: int = typer.Option(42, "--seed"),
     timeout: float = typer.Option(None, "--timeout", min=1, help="Time limit, seconds."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto (this "
+                               "machine's best); part of the run's key."),
 ) -> None:
     """Train one run. Switches: --use_<technique>; any config field: --<field> VALUE."""
     from airlab.experiment import run_experiment
@@ -222,6 +251,10 @@ def train(
     from airlab.spec import Arm, ExperimentSpec
 
     use, options = parse_train_args(list(ctx.args))
+    if device is not None:
+        from airlab.cli.worker import concrete_device
+
+        options["device"] = concrete_device(device)  # before the run key is computed
     budget = {k: v for k, v in dict(tokens=tokens, samples=samples, epochs=epochs,
                                     seconds=seconds).items() if v is not None}
     if not budget:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from airlab.models.gpt import GPT, PRESET_TRAINING, PRESETS, GPTConfig, build_gpt
+from airlab.models.gpt import GPT, PRESET_TRAINING, PRESETS, GPTConfig, build_gpt, generate
 from airlab.models.vision import (
     MLP,
     VISION_MODELS,
@@ -25,6 +25,7 @@ __all__ = [
     "build_gpt",
     "build_vision",
     "flops_per_sample",
+    "generate",
     "model_bytes",
     "num_params",
 ]

@@ -423,6 +423,33 @@ class GPT(nn.Module):
         return float(3 * forward if training else forward)
 
 
+@torch.no_grad()
+def generate(model: nn.Module, idx: torch.Tensor, new_tokens: int, *, block_size: int,
+             temperature: float = 1.0, generator: torch.Generator | None = None
+             ) -> torch.Tensor:
+    """Sample ``new_tokens`` continuations of each prompt row of ``idx`` (B, P): (B, new_tokens).
+
+    Works on any model that maps ids (B, T) to logits (B, T, V) or to ``(logits, loss)``, so a
+    technique's wrapped or deployed form generates too. No KV cache: each step runs the last
+    ``block_size`` tokens again (fine for the few hundred tokens a pathology check samples).
+    Draws only from ``generator`` (global RNG untouched); leaves the model's train/eval mode
+    as it found it.
+    """
+    was_training = model.training
+    model.eval()
+    seq = idx
+    try:
+        for _ in range(new_tokens):
+            out = model(seq[:, -block_size:])
+            logits = (out[0] if isinstance(out, tuple) else out)[:, -1, :].float()  # (B, V)
+            probs = F.softmax(logits / max(temperature, 1e-6), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            seq = torch.cat([seq, nxt.to(seq.device)], dim=1)
+    finally:
+        model.train(was_training)
+    return seq[:, idx.shape[1]:]
+
+
 # Architecture presets: GPTConfig field values (vocab_size comes from the data set).
 PRESETS: dict[str, dict] = {
     # nanoGPT's shakespeare_char recipe scaled for a laptop CPU (~0.8M parameters).

@@ -20,8 +20,16 @@ from typing import Any
 
 from airlab.analysis.compare import Analysis, analyze
 from airlab.errors import AirlabError
-from airlab.report.post import figures, rate_stored, reproduce_command, results_md, verdict_md
+from airlab.report.post import (
+    figures,
+    md_escape,
+    rate_stored,
+    reproduce_command,
+    results_md,
+    verdict_md,
+)
 from airlab.report.table import fmt, fmt_p
+from airlab.spec import EXPERIMENT_NAME_MAX, slug
 from airlab.store import Store
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -109,7 +117,7 @@ def _experiment_report(store: Store, exp: dict[str, Any]) -> ExperimentReport | 
         return None
     v = rate_stored(store, a)
     figs = figures(store, a)
-    spec_path = Path("experiments") / exp["name"] / "spec.yaml"
+    spec_path = Path("experiments") / _file(exp["name"]) / "spec.yaml"
     return ExperimentReport(exp["name"], a, v, reproduce_command(exp["spec"], spec_path), figs)
 
 
@@ -164,7 +172,7 @@ def _write_tensorboard(store: Store, records: list[dict[str, Any]], out: Path
     for r in records:
         if r["state"] != "finished" or not r["curve"]:
             continue
-        w = SummaryWriter(str(root / r["experiment"] / f"{r['arm']}-seed{r['seed']}"))
+        w = SummaryWriter(str(root / _file(r["experiment"]) / f"{slug(r['arm'])}-seed{r['seed']}"))
         for p in r["curve"]:
             x = int(p.get("units") or p.get("step") or 0)
             for key in ("val_loss", "val_acc", "train_loss"):
@@ -198,12 +206,12 @@ def report_md(store: Store, reports: list[ExperimentReport], plot_dir: str) -> s
     parts = [f"# airlab report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from "
              f"`{store.url}`.\n\n", _summary_md(store)]
     for r in reports:
-        hyp = (r.analysis.spec.get("hypothesis") or "").strip()
-        parts.append(f"\n## {r.name}\n\n{hyp}\n\n" + results_md(r.analysis) + "\n")
+        hyp = md_escape((r.analysis.spec.get("hypothesis") or "").strip(), multiline=True)
+        parts.append(f"\n## {md_escape(r.name)}\n\n{hyp}\n\n" + results_md(r.analysis) + "\n")
         for key, alt in (("curves", "loss curves, mean ± sd over seeds"),
                          ("efficiency", "cost ratios with 95% CI"),
                          ("pareto", "quality versus cost, Pareto front")):
-            parts.append(f"![{alt}]({plot_dir}/{r.name}-{key}.png)\n\n")
+            parts.append(f"![{alt}]({plot_dir}/{_file(r.name)}-{key}.png)\n\n")
         parts.append(verdict_md(r.verdict) + f"\nReproduce: `{r.reproduce}`\n")
     return "".join(parts)
 
@@ -265,6 +273,11 @@ def report_html(store: Store, reports: list[ExperimentReport]) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
+def _file(name: str) -> str:
+    """An experiment name as a file name: through slug() only, never outside ``out``."""
+    return slug(name, EXPERIMENT_NAME_MAX)
+
+
 def export(store: Store, out: Path | str, *, tensorboard: bool = False) -> ExportResult:
     """Write the whole publication report into ``out``."""
     out = Path(out)
@@ -281,10 +294,10 @@ def export(store: Store, out: Path | str, *, tensorboard: bool = False) -> Expor
             continue
         reports.append(r)
         for key, png in r.plots.items():
-            p = plot_dir / f"{r.name}-{key}.png"
+            p = plot_dir / f"{_file(r.name)}-{key}.png"
             p.write_bytes(png)
             res.files.append(p)
-        tex = tex_dir / f"{r.name}.tex"
+        tex = tex_dir / f"{_file(r.name)}.tex"
         tex.write_text(latex_table(r.analysis))
         res.files.append(tex)
     all_tex = out / "tables.tex"

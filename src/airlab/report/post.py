@@ -27,7 +27,10 @@ SUCCESS_RULE = ("an arm counts as better when its Holm-adjusted p < 0.05, its me
 
 
 def experiment_dir(home: Path | str, name: str) -> Path:
-    return Path(home) / "experiments" / name
+    # Names reach file names only through slug(): a stored name cannot point outside home.
+    from airlab.spec import EXPERIMENT_NAME_MAX, slug
+
+    return Path(home) / "experiments" / slug(name, EXPERIMENT_NAME_MAX)
 
 
 def _exp(store: Store, name: str) -> dict[str, Any]:
@@ -43,6 +46,20 @@ def _write(path: Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]()#|!~"}
+                            | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_escape(text: Any, multiline: bool = False) -> str:
+    """User text (names, hypotheses, reasons) as literal Markdown: no markup, links, images or
+    raw HTML can come from it; one line unless ``multiline``."""
+    lines = str(text).translate(_MD_SPECIAL).splitlines() or [""]
+    if not multiline:
+        return " ".join(ln.strip() for ln in lines)
+    # A line starting with '-', '+', '>' or 'N.' would open a list or a quote.
+    return "\n".join("\\" + ln if ln.lstrip()[:1] in ("-", "+") else ln for ln in lines)
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -84,31 +101,34 @@ def reproduce_command(spec: dict[str, Any], spec_path: Path) -> str:
 
 def analysis_md(exp: dict[str, Any]) -> str:
     spec = exp["spec"]
-    arms = ", ".join(a["name"] for a in spec.get("arms", [])) or "none (baseline only)"
+    arms = ", ".join(md_escape(a["name"]) for a in spec.get("arms", [])) or \
+        "none (baseline only)"
     direction = "lower" if spec.get("direction", "minimize") == "minimize" else "higher"
     return (
-        f"# {exp['name']}: problem analysis\n\n"
+        f"# {md_escape(exp['name'])}: problem analysis\n\n"
         f"- **area**: {exp['area']}\n- **workload**: {exp['workload']}"
         f" (dataset {spec.get('dataset') or 'workload default'})\n"
         f"- **created**: {time.strftime('%Y-%m-%d %H:%M', time.localtime(exp['created_at']))}\n\n"
         "## Problem\n\n"
         f"Can {arms} train more cheaply than, or better than, the baseline "
-        f"`{spec['baseline']['name']}` at the same budget, judged on "
+        f"{md_escape(spec['baseline']['name'])} at the same budget, judged on "
         f"`{spec.get('metric', 'val_loss')}` ({direction} is better)?\n\n"
         "## Hypothesis\n\n"
-        f"{(spec.get('hypothesis') or exp.get('hypothesis') or '(none stated)').strip()}\n"
+        + md_escape((spec.get('hypothesis') or exp.get('hypothesis') or '(none stated)')
+                    .strip(), multiline=True) + "\n"
     )
 
 
 def design_md(exp: dict[str, Any]) -> str:
     spec = exp["spec"]
-    rows = [[a["name"] + (" (baseline)" if i == 0 else ""), ", ".join(a.get("use", [])) or "—",
+    rows = [[md_escape(a["name"]) + (" (baseline)" if i == 0 else ""),
+             ", ".join(a.get("use", [])) or "—",
              ", ".join(f"{k}={v}" for k, v in (a.get("options") or {}).items()) or "—",
-             a.get("description", "") or ""] for i, a in enumerate(_arms(spec))]
+             md_escape(a.get("description", "") or "")] for i, a in enumerate(_arms(spec))]
     budget = ", ".join(f"{k} = {v:g}" for k, v in spec["budget"].items())
     tol = float(spec.get("tolerance", 0) or 0)
     return (
-        f"# {exp['name']}: design\n\n## Arms\n\n"
+        f"# {md_escape(exp['name'])}: design\n\n## Arms\n\n"
         + md_table(["arm", "techniques", "options", "description"], rows)
         + f"\n## Seeds\n\n{', '.join(map(str, spec.get('seeds', [])))} — shared by every arm, "
         "so seed i of an arm is paired with seed i of the baseline.\n\n"
@@ -129,7 +149,7 @@ def implementation_md(store: Store, exp: dict[str, Any]) -> str:
     rows = []
     for a in _arms(spec):
         flags = _flags(a, shared)
-        rows.append([a["name"], ", ".join(a.get("use", [])) or "—",
+        rows.append([md_escape(a["name"]), ", ".join(a.get("use", [])) or "—",
                      f"`{flags}`" if flags else "—"])
     versions: set[str] = set()
     libs: dict[str, str] = {}
@@ -142,7 +162,7 @@ def implementation_md(store: Store, exp: dict[str, Any]) -> str:
                          + (" (uncommitted changes)" if code.get("dirty") else ""))
         libs.update(prov.get("versions") or {})
     budget_flag = " ".join(f"--{k} {v:g}" for k, v in spec["budget"].items())
-    text = (f"# {exp['name']}: implementation\n\n## Techniques and flags per arm\n\n"
+    text = (f"# {md_escape(exp['name'])}: implementation\n\n## Techniques and flags per arm\n\n"
             + md_table(["arm", "techniques", "flags (airlab train)"], rows)
             + f"\nOne run of an arm by hand: `airlab train {spec.get('workload', 'charlm')} "
             f"{budget_flag} --seed SEED <flags>`.\n\n## Code version\n\n"
@@ -164,10 +184,11 @@ def tracking_md(store: Store, exp: dict[str, Any]) -> str:
     rows = []
     for r in runs:
         m = mets[r["id"]]
-        rows.append([r["arm"], str(r["seed"]), r["state"], fmt(m.get(metric)),
-                     fmt(m.get("train_seconds"), 3), r["reason"] or ""])
+        rows.append([md_escape(r["arm"]), str(r["seed"]), r["state"], fmt(m.get(metric)),
+                     fmt(m.get("train_seconds"), 3), md_escape(r["reason"] or "")])
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs yet"
-    return (f"# {exp['name']}: tracking\n\nUpdated {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+    return (f"# {md_escape(exp['name'])}: tracking\n\n"
+            f"Updated {time.strftime('%Y-%m-%d %H:%M:%S')}. "
             f"Runs: {summary} (of {len(runs)} planned).\n\n"
             + md_table(["arm", "seed", "state", metric, "train s", "reason"], rows))
 
@@ -178,19 +199,33 @@ def results_md(a: Analysis) -> str:
     for r in a.rows:
         s, c = r.summary, r.comparison
         speed = speedup(r) or "—"  # "1.13 [0.88, 1.46]", "not reached", with seeds reached
-        rows.append([r.arm, f"{r.finished}/{r.planned}", f"{fmt(s.mean)} ± {fmt(s.sd, 2)}",
-                     f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
+        rows.append([md_escape(r.arm), f"{r.finished}/{r.planned}",
+                     f"{fmt(s.mean)} ± {fmt(s.sd, 2)}", f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
                      "" if c is None else f"{c.delta:+.4g}",
                      "" if c is None else fmt_p(r.p_holm),
-                     "" if c is None else fmt(c.d, 3), fmt(r.means.get("train_seconds"), 3),
-                     speed, r.verdict])
-    return md_table(["arm", "n", f"{a.metric} mean ± sd", "95% CI", "Δ vs base", "p (Holm)",
-                     "d", "train s", "speed-up to target (x, 95% CI)", "verdict"], rows)
+                     "" if r.decision is None else fmt(r.decision.dz, 3),
+                     fmt(r.means.get("train_seconds"), 3), speed,
+                     r.verdict + "".join(f" ({k}: {n} runs)"
+                                         for k, n in sorted(r.pathologies.items()))])
+    table = md_table(["arm", "n", f"{a.metric} mean ± sd", "95% CI", "Δ vs base", "p (Holm)",
+                      "d_z", "train s", "speed-up to target (x, 95% CI, pairs reached)",
+                      "verdict"], rows)
+    notes = [f"Better/worse: paired t test, Holm across arms. Equivalent (quality kept): two "
+             f"one-sided tests within {a.margin.describe()}."]
+    if not a.quality_is_primary:
+        notes.append(f"Quality is judged on {a.quality_metric} (margin "
+                     f"{a.quality_margin.describe()}); {a.metric} is the saving.")
+    for m, f in a.floors.items():
+        notes.append(f"Noise floor of {m} (airlab calibrate): sd {fmt(f.sd, 3)} per run over "
+                     f"{f.n} A/A runs.")
+    return table + "\n" + " ".join(notes) + "\n"
 
 
 def verdict_md(v: Any) -> str:
-    lines = [f"**Rating: {v.rating}/10 ({v.band})**"
-             + (f", best arm `{v.best_arm}`" if v.best_arm else "") + "\n",
+    rating = f"{v.rating}/10 ({v.band})" if v.rating >= 1 else v.band
+    lines = [f"**Rating: {rating}**"
+             + (f", best arm `{v.best_arm}`" if v.best_arm else "")
+             + f" (rubric {v.rubric_version})\n",
              md_table(["component", "points", "max"],
                       [[k, str(b["points"]), str(b["max"])] for k, b in v.breakdown.items()])]
     if v.critique:
@@ -225,8 +260,9 @@ def post_md(store: Store, exp: dict[str, Any], folder: Path, a: Analysis, v: Ver
     name = exp["name"]
     for fig, png in figures(store, a).items():
         (folder / f"{fig}.png").write_bytes(png)
-    failures = [f"- {r.arm} {f}" for r in a.rows for f in r.failures]
-    return (f"# {name}: results\n\n{(a.spec.get('hypothesis') or '').strip()}\n\n"
+    failures = [f"- {md_escape(r.arm)} {md_escape(f)}" for r in a.rows for f in r.failures]
+    hypothesis = md_escape((a.spec.get('hypothesis') or '').strip(), True)
+    return (f"# {md_escape(name)}: results\n\n{hypothesis}\n\n"
             + results_md(a)
             + ("\nFailed runs:\n\n" + "\n".join(failures) + "\n" if failures else "")
             + "\n![validation loss over training, mean ± sd across seeds](curves.png)\n\n"

@@ -10,8 +10,9 @@ from rich.text import Text
 
 from airlab.analysis.compare import Analysis, ArmRow
 
-VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "no difference": "yellow",
-                 "inconclusive": "dim", "baseline": "cyan"}
+VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "equivalent": "yellow",
+                 "undecided": "dim", "no difference": "yellow", "inconclusive": "dim",
+                 "baseline": "cyan"}
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -39,14 +40,19 @@ def speedup(r: ArmRow) -> str:
     mean, lo, hi = e.ratio["train_seconds"]
     if e.reached == 0:
         return "not reached"
+    # No interval below 3 reached pairs (efficiency.MIN_PAIRS): the ratio and the count only.
     ci = f" [{lo:.2f}, {hi:.2f}]" if not math.isnan(lo) else ""
-    partial = f" ({e.reached}/{e.n} reached)" if e.reached < e.n else ""
-    return f"{mean:.2f}{ci}{partial}"
+    return f"{mean:.2f}{ci} ({e.reached}/{e.n} pairs)"
 
 
 def size(r: ArmRow) -> str:
     e = r.efficiency
     return "" if e is None or e.size_ratio is None else f"{e.size_ratio:.2f}"
+
+
+def _flags(r: ArmRow) -> str:
+    """Pathology flags of an arm's runs (text workloads): collapsed, overfit."""
+    return "".join(f" ⚠ {k} {n}" for k, n in sorted(r.pathologies.items()))
 
 
 def analysis_table(a: Analysis) -> Group:
@@ -55,7 +61,7 @@ def analysis_table(a: Analysis) -> Group:
               title_justify="left")
     for col, just in [("arm", "left"), ("n", "right"), (f"{a.metric} mean ± sd", "right"),
                       ("95% CI", "right"), ("Δ vs base", "right"), ("p (Holm)", "right"),
-                      ("d", "right"), ("train s", "right"), ("throughput", "right"),
+                      ("d_z", "right"), ("train s", "right"), ("throughput", "right"),
                       ("time-to-target ×", "right"), ("size ×", "right"), ("verdict", "left")]:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in a.rows:
@@ -67,21 +73,34 @@ def analysis_table(a: Analysis) -> Group:
         delta = "" if c is None else f"{c.delta:+.4g} ({100 * c.rel_delta:+.1f}%)"
         t.add_row(
             r.arm, n, f"{fmt(s.mean)} ± {fmt(s.sd, 2)}", f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]",
-            delta, "" if c is None else fmt_p(r.p_holm), "" if c is None else fmt(c.d, 3),
+            delta, "" if c is None else fmt_p(r.p_holm),
+            "" if r.decision is None else fmt(r.decision.dz, 3),
             fmt(r.means.get("train_seconds"), 3), f"{fmt(speed, 4)} {unit}" if speed else "—",
             speedup(r), "" if r.is_baseline else size(r),
-            Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")),
+            Text(r.verdict + _flags(r), style=VERDICT_STYLE.get(r.verdict, "")),
         )
     notes: list[Text] = []
     for r in a.rows:
         for f in r.failures:
             notes.append(Text(f"failed: {r.arm} {f}", style="red"))
+    notes.append(Text(f"decisions: paired t + Holm (better/worse); equivalent = TOST within "
+                      f"{a.margin.describe()}", style="dim"))
+    for fm, floor in a.floors.items():
+        notes.append(Text(f"noise floor of {fm} (airlab calibrate): sd {fmt(floor.sd, 3)} per "
+                          f"run, {floor.n} A/A runs", style="dim"))
     for r in a.rows[1:]:
-        c = r.comparison
-        if c is not None and not math.isnan(c.mde):
-            notes.append(Text(f"{r.arm}: minimum detectable effect at n={c.baseline.n} is "
-                              f"{fmt(c.mde, 3)}; seeds rule (Δ > 2σ_base and d ≥ 0.5): "
-                              f"{'met' if c.seeds_rule else 'not met'}", style="dim"))
+        d = r.decision
+        if d is None:
+            continue
+        mde = (f"minimum detectable effect at n={d.n} is {fmt(r.mde, 3)} (sd of "
+               f"{r.mde_source}); " if not math.isnan(r.mde) else "")
+        notes.append(Text(f"{r.arm}: {mde}seeds' rule (Δ > 2σ_base and d ≥ 0.5), reported "
+                          f"beside: {'met' if d.seeds_rule else 'not met'}", style="dim"))
+        q = r.quality
+        if not a.quality_is_primary and q is not None:
+            notes.append(Text(f"{r.arm}: quality on {a.quality_metric}: {q.label} (Δ "
+                              f"{fmt(q.mean_diff, 3)}, margin "
+                              f"{a.quality_margin.describe()})", style="dim"))
     for r in a.rows[1:]:
         e = r.efficiency
         if e is None or e.n == 0:
@@ -96,9 +115,11 @@ def analysis_table(a: Analysis) -> Group:
             if v is not None:
                 parts.append(f"{label} {v:.2f}×")
         if parts:
-            notes.append(Text(f"{r.arm}: to reach the baseline's final {a.metric}: "
-                              + ", ".join(parts) + f"; quality change {e.quality_drop:+.4g}",
-                              style="dim"))
+            target = a.metric if a.metric in ("val_loss", "val_acc") else "val_loss"
+            qd = (f"; quality change {e.quality_drop:+.4g}"
+                  if not math.isnan(e.quality_drop) else "")
+            notes.append(Text(f"{r.arm}: to reach the common {target} target: "
+                              + ", ".join(parts) + qd, style="dim"))
     notes.append(Text("ratios are baseline / arm (> 1: the arm is cheaper); time-to-target is "
                       "paired by seed; energy is an estimate", style="dim"))
     return Group(t, *notes)

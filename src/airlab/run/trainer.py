@@ -19,6 +19,7 @@ from airlab.config import TrainConfig
 from airlab.errors import AirlabError, lookup
 from airlab.models.io import save_trained
 from airlab.models.precision import autocast
+from airlab.run import pathology
 from airlab.run.optim import OPTIMIZERS
 from airlab.run.provenance import provenance
 from airlab.run.result import RunResult
@@ -278,6 +279,16 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                 "train_seconds": metrics["train_seconds"], "flops": metrics["flops"],
                 "flops_per_unit": task.flops_per_unit, "val_loss": metrics["val_loss"],
                 "params": metrics["params"], "steps": metrics["steps"]})
+        # Pathologies a loss does not show, checked last: the sample draws from its own
+        # generator and the model is left as it was, so nothing above changes with it.
+        flags, info["overfit"] = pathology.overfit_metrics(curve)
+        metrics.update(flags)
+        if task.sample is not None:
+            t0 = time.perf_counter()
+            sample = task.sample(task.model)  # the deployed model: what would be shipped
+            metrics.update(pathology.sample_metrics(sample))
+            info["sample"] = {"prompt": sample.prompt, "text": sample.text,
+                              "seconds": time.perf_counter() - t0}
     emit({"type": "done", "step": step, "progress": 1.0})
     return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
 

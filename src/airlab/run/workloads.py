@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airlab.config import RESERVED_FIELDS, TRAIN_FIELDS, TrainConfig
 from airlab.errors import AirlabError, did_you_mean, lookup
+from airlab.run.pathology import TextSample
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,9 @@ class Task:
     info: dict[str, Any] = field(default_factory=dict)  # dataset provenance, vocab size, ...
     # How to rebuild the model (airlab.models.io.build_model): saved with trained weights.
     build: dict[str, Any] = field(default_factory=dict)
+    # Text workloads: write a short sample with a trained model, beside real text (the
+    # collapse check in airlab.run.pathology). None: the workload writes nothing.
+    sample: Callable[[nn.Module], TextSample] | None = None
 
 
 class Workload:
@@ -91,6 +95,91 @@ def _check_types(model: dict[str, Any], types: dict[str, type], what: str) -> No
         if not ok:
             raise AirlabError(f"{what} option {k}={v!r} must be {want.__name__}",
                               f"give {k} as a {'whole number' if want is int else want.__name__}")
+
+
+# The collapse check's sample: SAMPLE_STREAMS prompts of SAMPLE_PROMPT real characters, each
+# continued by SAMPLE_TOKENS sampled ones (512 in all) at temperature 1, each step seeing the
+# last SAMPLE_CONTEXT characters. Without a KV cache a step re-reads its whole context, so the
+# cost is about 512 x SAMPLE_CONTEXT token forwards: 6k, ~1.4% of the 450k token forwards
+# (forward + backward) of a 150k-token tiny run. Measured on tinyshakespeare, tiny preset,
+# 150k tokens: the full 64-character context cost 6% of the training time (3.8 s of 62 s),
+# 16 characters 1.7-2.7% (loaded machine). 12 characters still show collapse (punctuation,
+# short loops) in a character model.
+SAMPLE_STREAMS = 8
+SAMPLE_TOKENS = 64
+SAMPLE_PROMPT = 16
+SAMPLE_CONTEXT = 12
+SAMPLE_TEXT_CHARS = 200  # of the sample kept in the run info for a person to read
+
+# Vision's selection subset: this fraction of the training set, held out by a fixed permutation
+# (the data split's own seed, never an experiment seed) and not trained on by "select" runs.
+VISION_SELECT_FRACTION = 0.2
+# Text's, when the validation text has no room beside its own windows (text_select_windows).
+TEXT_SELECT_FRACTION = 0.1
+VISION_SELECT_SEED = 0
+
+
+def text_eval_starts(n_val: int, T: int, eval_tokens: int) -> torch.Tensor:
+    """Start offsets of the ``val`` evaluation windows: ``eval_tokens // T`` windows evenly
+    spaced over the whole validation text, each reading T+1 tokens (T inputs, shifted by one
+    for the targets). The subset every verdict is measured on; unchanged since the first runs."""
+    import torch
+
+    n_seq = max(1, min(eval_tokens // T, (n_val - 1) // T))
+    return torch.linspace(0, n_val - T - 1, n_seq).long()
+
+
+def text_gap_starts(n_val: int, T: int, eval_tokens: int) -> torch.Tensor:
+    """Windows packed into the gaps between the ``val`` windows (no token shared with them, nor
+    with each other), evenly chosen, at most as many as ``val`` has; empty when none fit."""
+    import torch
+
+    starts = text_eval_starts(n_val, T, eval_tokens)
+    w = T + 1
+    edges = [int(a) for a in starts]
+    cands: list[int] = []
+    for a, b in zip(edges, [*edges[1:], n_val], strict=True):
+        lo, hi = a + w, b
+        k = max(0, hi - lo) // w
+        first = lo + (hi - lo - k * w) // 2  # centre the packed windows in the gap
+        cands += [first + j * w for j in range(k)]
+    if len(cands) > len(starts):
+        pick = torch.linspace(0, len(cands) - 1, len(starts)).round().long().tolist()
+        cands = [cands[i] for i in pick]
+    return torch.tensor(cands, dtype=torch.long)
+
+
+def text_select_windows(n_train: int, n_val: int, T: int, eval_tokens: int
+                        ) -> tuple[str, torch.Tensor, int]:
+    """Where ``select`` runs evaluate: ``(source, starts, n_train_kept)``.
+
+    ``("val", ...)``: windows in the gaps between the ``val`` windows, when those hold at least
+    half as many as ``val`` has (texts of about 2 x eval_tokens or more). Otherwise
+    ``("train", ...)``: evenly spaced windows in the last TEXT_SELECT_FRACTION of the training
+    text, which ``select`` runs then do not train on (the first ``n_train_kept`` tokens only).
+    """
+    n_val_windows = len(text_eval_starts(n_val, T, eval_tokens))
+    gaps = text_gap_starts(n_val, T, eval_tokens)
+    if len(gaps) >= max(1, n_val_windows // 2):
+        return "val", gaps, n_train
+    n_hold = int(n_train * TEXT_SELECT_FRACTION)
+    if n_hold <= T + 1 or n_train - n_hold <= T + 1:
+        raise AirlabError(
+            f"the text is too small for a selection subset ({n_train:,} training and "
+            f"{n_val:,} validation tokens, context {T})",
+            "use a larger text or a smaller block_size, or drop the sweep",
+        )
+    return "train", text_eval_starts(n_hold, T, eval_tokens), n_train - n_hold
+
+
+def vision_select_split(n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices trained on, indices held out) of a vision training set for ``select`` runs:
+    a fixed permutation, the same for every run, disjoint from the validation set."""
+    import torch
+
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(VISION_SELECT_SEED))
+    n_sel = max(1, int(n_train * VISION_SELECT_FRACTION))
+    return perm[n_sel:].sort().values, perm[:n_sel].sort().values
 
 
 class CharLM(Workload):
@@ -156,19 +245,26 @@ class CharLM(Workload):
                 f"dataset '{config.dataset}' is too small for context {T}",
                 "use a larger text or a smaller block_size",
             )
-        gen = torch.Generator().manual_seed(config.seed)  # data order follows the run's seed
+        # A fixed held-out subset, identical for every arm and seed; selection runs
+        # (eval_split="select") read a disjoint one (text_select_windows).
+        held, eval_source = val, "val"
+        if config.eval_split == "select":
+            eval_source, starts, n_keep = text_select_windows(len(train), len(val), T,
+                                                              config.eval_tokens)
+            if eval_source == "train":
+                held, train = train[n_keep:], train[:n_keep]
+        else:
+            starts = text_eval_starts(len(val), T, config.eval_tokens)
+        n_seq = len(starts)
         offsets = torch.arange(T)
+        vidx = starts[:, None] + offsets
+        vx, vy = held[vidx], held[vidx + 1]
+        gen = torch.Generator().manual_seed(config.seed)  # data order follows the run's seed
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
             ix = torch.randint(len(train) - T - 1, (B,), generator=gen)
             idx = ix[:, None] + offsets  # (B, T)
             return train[idx].to(device), train[idx + 1].to(device)
-
-        # A fixed, evenly spaced held-out subset: identical for every arm and seed.
-        n_seq = max(1, min(config.eval_tokens // T, (len(val) - 1) // T))
-        starts = torch.linspace(0, len(val) - T - 1, n_seq).long()
-        vidx = starts[:, None] + offsets
-        vx, vy = val[vidx], val[vidx + 1]
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             _, loss = m(x, y)
@@ -188,6 +284,27 @@ class CharLM(Workload):
             val_loss = total / count
             return {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
 
+        def sample(m: nn.Module) -> TextSample:
+            from airlab.models import generate
+
+            # Prompts and their real continuations from the validation text (the training
+            # text when the validation text is too short), at fixed places.
+            src = val if len(val) > SAMPLE_PROMPT + SAMPLE_TOKENS else train
+            p = min(SAMPLE_PROMPT, T // 2)
+            n_new = min(SAMPLE_TOKENS, len(src) - p - 1)
+            at = torch.linspace(0, len(src) - p - n_new - 1, SAMPLE_STREAMS).long()
+            prompts = src[at[:, None] + torch.arange(p)]  # (S, p)
+            real = src[at[:, None] + p + torch.arange(n_new)]  # (S, n_new)
+            # Its own generator, seeded from the run's seed: deterministic, and the global RNG
+            # stream (anything after this) is left as it was.
+            g = torch.Generator(device=device).manual_seed(config.seed)
+            out = generate(m, prompts.to(device), n_new, block_size=min(T, SAMPLE_CONTEXT),
+                           generator=g).cpu()
+            text = "\n---\n".join(corpus.decode(row) for row in out)
+            return TextSample(generated=out.tolist(), reference=real.tolist(),
+                              prompt=corpus.decode(prompts[0]),
+                              text=text[:SAMPLE_TEXT_CHARS])
+
         return Task(
             model=model,
             unit="tokens",
@@ -205,7 +322,10 @@ class CharLM(Workload):
                 "train_tokens": len(train),
                 "val_tokens": len(val),
                 "eval_tokens": int(vx.numel()),
+                "eval_split": config.eval_split,
+                "eval_source": eval_source,
             },
+            sample=sample,
         )
 
 
@@ -275,6 +395,12 @@ class Vision(Workload):
         model = model.to(device)
         B = config.batch_size
         xt, yt = data.x_train, data.y_train
+        xv, yv = data.x_val, data.y_val
+        if config.eval_split == "select":
+            # Selection runs hold a fixed part of the training set out and evaluate on it;
+            # the validation set stays unseen by anything that chooses settings.
+            keep, held = vision_select_split(len(xt))
+            xt, yt, xv, yv = xt[keep], yt[keep], xt[held], yt[held]
         n = len(xt)
         gen = torch.Generator().manual_seed(config.seed)
         perm = [torch.randperm(n, generator=gen)]
@@ -296,14 +422,14 @@ class Vision(Workload):
             m.eval()
             total, correct = 0.0, 0
             with torch.no_grad():
-                for i in range(0, len(data.x_val), 1000):
-                    x = data.x_val[i : i + 1000].to(device)
-                    y = data.y_val[i : i + 1000].to(device)
+                for i in range(0, len(xv), 1000):
+                    x = xv[i : i + 1000].to(device)
+                    y = yv[i : i + 1000].to(device)
                     logits = m(x).float()
                     total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
                     correct += int((logits.argmax(-1) == y).sum())
             m.train(was_training)
-            nv = len(data.x_val)
+            nv = len(xv)
             return {"val_loss": total / nv, "val_acc": correct / nv}
 
         return Task(
@@ -318,7 +444,7 @@ class Vision(Workload):
             build={"kind": "vision", "preset": config.preset, "model": dict(config.model),
                    "input_shape": list(data.input_shape), "n_classes": int(data.n_classes)},
             info={"dataset_source": data.source, "train_samples": n,
-                  "val_samples": len(data.x_val)},
+                  "val_samples": len(xv), "eval_split": config.eval_split},
         )
 
 

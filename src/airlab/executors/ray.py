@@ -1,0 +1,199 @@
+"""Ray executor: each run is a Ray task, on this machine or on a Ray cluster.
+
+A task calls the same ``airlab.run.execute.execute`` as every executor (so the same plans give
+the same run keys and, on CPU, the same losses) and returns ``RunResult.to_dict()``. What Ray
+adds: placement by resources (``num_cpus_per_run``, ``num_gpus_per_run``) and its own retries of
+infrastructure failures. A task whose worker process dies (killed, out of memory, node lost) is
+retried by Ray up to ``max_retries`` times; after that it is a failed run with Ray's reason and
+``infra=True``. A run that fails on its own (divergence, a bad config, a crash inside training)
+is a result, never retried. ``shutdown()`` (and Ctrl-C) cancels the outstanding tasks.
+
+Ray is an optional extra (``pip install 'airlab[ray]'``) imported on first use; importing this
+module imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airlab.errors import AirlabError
+from airlab.executors.base import EventSink, Job
+from airlab.run.result import RunResult
+
+if TYPE_CHECKING:
+    from airlab.settings import Settings
+
+POLL_S = 0.5  # how often a waiting run() checks timeouts (and lets Ctrl-C in)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise AirlabError("--executor ray needs Ray, which is not installed",
+                          "pip install 'airlab[ray]' (or use the local executor)") from None
+    return ray
+
+
+def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int) -> dict[str, Any]:
+    """The body of one Ray task: execute one run in the Ray worker process (never raises)."""
+    from airlab.run.execute import execute
+    from airlab.settings import Settings
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, threads))  # the CPUs Ray reserved for this task
+    except ImportError:  # pragma: no cover - execute() reports the missing torch itself
+        pass
+    t0 = time.perf_counter()
+    result = execute(config, settings=Settings.from_dict(settings), on_event=None)
+    result.info.setdefault("worker_wall_seconds", time.perf_counter() - t0)
+    return result.to_dict()
+
+
+def _describe(e: BaseException) -> str:
+    """Ray's exception as one line: its class and the first line that says what happened."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Error" not in ln[:40] or ":" in ln]
+    return f"{type(e).__name__}: {(useful or lines or [''])[0][:300]}"
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks. ``address``: None starts a local Ray (or uses one this process
+    already started), "auto" joins the cluster this machine belongs to, or a cluster address
+    ("ray://host:10001", "host:6379")."""
+
+    def __init__(self, address: str | None = None, *, settings: Settings | None = None,
+                 num_cpus_per_run: float = 1, num_gpus_per_run: float = 0, max_retries: int = 2,
+                 timeout_s: float | None = None, workers: int | None = None,
+                 init_kwargs: dict[str, Any] | None = None) -> None:
+        if settings is None:  # a library user gave none: this constructor is the edge
+            from airlab.settings import get_settings
+
+            settings = get_settings()
+        if num_cpus_per_run <= 0 or num_gpus_per_run < 0 or max_retries < 0:
+            raise AirlabError(f"bad Ray resources: num_cpus_per_run={num_cpus_per_run}, "
+                              f"num_gpus_per_run={num_gpus_per_run}, max_retries={max_retries}",
+                              "CPUs must be > 0, GPUs and retries >= 0")
+        self.settings = settings
+        self.address = address
+        self.num_cpus_per_run = num_cpus_per_run
+        self.num_gpus_per_run = num_gpus_per_run
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.init_kwargs = dict(init_kwargs or {})
+        self._workers = workers
+        self._started_ray = False  # ray.shutdown() only a Ray this executor started
+        self._remote: Any = None
+        self._outstanding: dict[Any, Job] = {}  # ObjectRef -> job, while it runs
+
+    @property
+    def workers(self) -> int:
+        """How many runs a caller should keep submitted at once: given, or as many as the
+        cluster's CPUs (or GPUs, for GPU runs) hold side by side."""
+        if self._workers is None:
+            res = self._connect().cluster_resources()
+            per = [(res.get("CPU", 1.0), self.num_cpus_per_run)]
+            if self.num_gpus_per_run:
+                per.append((res.get("GPU", 0.0), self.num_gpus_per_run))
+            self._workers = max(1, int(min(have // need for have, need in per)))
+        return self._workers
+
+    def _connect(self) -> Any:
+        ray = _ray()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      **self.init_kwargs}
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise AirlabError(f"cannot connect to Ray at '{self.address or 'local'}': "
+                                  f"{_describe(e)}",
+                                  "start a cluster (ray start --head) or drop --ray-address "
+                                  "to start a local Ray") from None
+            self._started_ray = True
+        if self._remote is None:
+            self._remote = ray.remote(run_task)
+        return ray
+
+    def run(self, jobs: Sequence[Job], on_event: EventSink | None = None
+            ) -> Iterator[tuple[Job, RunResult]]:
+        """Submit every job, then yield (job, result) as each task finishes. Events are not
+        streamed back from Ray tasks; ``on_event`` is not called."""
+        if not jobs:
+            return
+        ray = self._connect()
+        from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+
+        task = self._remote.options(num_cpus=self.num_cpus_per_run,
+                                    num_gpus=self.num_gpus_per_run,
+                                    max_retries=self.max_retries, retry_exceptions=False)
+        threads = max(1, int(self.num_cpus_per_run))
+        settings = self.settings.to_dict()
+        started: dict[Any, float] = {}
+        timed_out: set[Any] = set()
+        try:
+            for job in jobs:
+                ref = task.remote(job.config, settings, threads)
+                self._outstanding[ref] = job
+                started[ref] = time.monotonic()
+            while self._outstanding:
+                ready, _ = ray.wait(list(self._outstanding), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    job = self._outstanding.pop(ref)
+                    try:
+                        result = RunResult.from_dict(ray.get(ref))
+                    except TaskCancelledError:
+                        if ref in timed_out:
+                            limit = job.timeout_s or self.timeout_s
+                            result = RunResult.failed(f"timeout after {limit:g} s")
+                        else:
+                            result = RunResult.failed("cancelled (Ray task cancelled)",
+                                                      infra=True)
+                    except (RayError, GetTimeoutError) as e:
+                        # The worker process or its node died on every attempt Ray made.
+                        tries = self.max_retries + 1
+                        result = RunResult.failed(
+                            f"Ray worker died ({tries} attempt{'s' * (tries > 1)}): "
+                            f"{_describe(e)}", infra=True)
+                    result.info.setdefault("executor", "ray")
+                    yield job, result
+                self._cancel_overdue(ray, started, timed_out)
+        finally:  # done, or the caller stopped early (Ctrl-C, an error): stop what is left
+            self._cancel_outstanding()
+            self._outstanding.clear()
+
+    def _cancel_overdue(self, ray: Any, started: dict[Any, float], timed_out: set[Any]) -> None:
+        now = time.monotonic()
+        for ref, job in self._outstanding.items():
+            limit = job.timeout_s or self.timeout_s
+            if limit is not None and ref not in timed_out and now - started[ref] > limit:
+                timed_out.add(ref)
+                ray.cancel(ref, force=True)
+
+    def _cancel_outstanding(self) -> None:
+        """Force-cancel every task still outstanding (Ray does not retry a cancelled task).
+        A run() in progress then yields each as a failed, retryable result."""
+        refs = list(self._outstanding)  # a copy: run() may pop from it in another thread
+        if not refs:
+            return
+        ray = _ray()
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or Ray already gone
+                pass
+
+    def shutdown(self) -> None:
+        """Cancel what is still running; stop Ray if this executor started it. Safe twice."""
+        self._cancel_outstanding()
+        if self._started_ray:
+            self._started_ray = False
+            self._remote = None
+            _ray().shutdown()
+
+
+__all__ = ["RayExecutor", "run_task"]
