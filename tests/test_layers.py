@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "airlab.validate": 7,  # the rubric: rates an Analysis, runs nothing
     "airlab.report": 8,
     "airlab.experiment": 9, "airlab.decide": 9,  # the pipeline and its sequential decisions
+    "airlab.calibrate": 9,  # A/A runs for the noise floor, and the controls
     "airlab.agents": 10,
     "airlab.cli": 11, "airlab.__main__": 11,
 }

@@ -404,25 +404,31 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                 def on_event(job: Job, ev: dict[str, Any], batch: dict = batch) -> None:
                     reporter.event(batch[job.id], ev)
 
-                for job, result in executor.run([job_of(r) for r in batch.values()], on_event):
-                    row = batch[job.id]
-                    hb.drop(job.id)
-                    out.executions += 1
-                    stored = store.finish(job.id, result.state, result.reason, result.metrics,
-                                          result.curve, result.info,
-                                          result.info.get("worker_wall_seconds"), owner=owner,
-                                          infra=bool(result.infra))
-                    if not stored:  # taken over after our lease lapsed: theirs counts
-                        out.refused += 1
-                        continue
-                    out.stored += 1
-                    if job.id not in out.run_ids:
-                        out.run_ids.append(job.id)
-                    if result.state == "failed" and result.infra:
-                        out.infra_failures += 1
-                    reporter.finished(row, result)
-                    if on_result:
-                        on_result(row, result)
+                results = executor.run([job_of(r) for r in batch.values()], on_event)
+                try:
+                    for job, result in results:
+                        row = batch[job.id]
+                        hb.drop(job.id)
+                        out.executions += 1
+                        stored = store.finish(job.id, result.state, result.reason, result.metrics,
+                                              result.curve, result.info,
+                                              result.info.get("worker_wall_seconds"), owner=owner,
+                                              infra=bool(result.infra))
+                        if not stored:  # taken over after our lease lapsed: theirs counts
+                            out.refused += 1
+                            continue
+                        out.stored += 1
+                        if job.id not in out.run_ids:
+                            out.run_ids.append(job.id)
+                        if result.state == "failed" and result.infra:
+                            out.infra_failures += 1
+                        reporter.finished(row, result)
+                        if on_result:
+                            on_result(row, result)
+                finally:
+                    close = getattr(results, "close", None)
+                    if close is not None:  # an error mid-batch: stop its other runs now
+                        close()
         finally:
             for eid in ids:
                 try:  # Ctrl-C or an error: what we still hold goes back to pending for anyone

@@ -199,6 +199,10 @@ def resolve(
     if cfg.get("optimizer", "adamw") not in OPTIMIZERS:
         raise AirlabError(f"unknown optimizer '{cfg['optimizer']}'",
                           did_you_mean(str(cfg["optimizer"]), OPTIMIZERS))
+    if cfg.get("device") == "auto":  # resolved here: the run key names the real device
+        from airlab.run.devices import concrete_device
+
+        cfg["device"] = concrete_device("auto")
     cfg["techniques"] = use
     cfg["code"] = {t.name: t.source_hash for t in techs}
     _scale_lr(cfg, techs)

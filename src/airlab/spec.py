@@ -336,6 +336,10 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"arm '{too_long[0]}' is too long to name its sweep arms "
                                  f"(name plus '.{sw.option}_<value>' must fit {ARM_NAME_MAX} "
                                  f"characters); shorten it to {ARM_NAME_MAX - longest}")
+            shared = sorted(set(sw.seeds or ()) & set(self.seeds))
+            if shared:  # the sweep selects; the verdict's seeds must play no part in that
+                raise ValueError(f"sweep seeds {shared} are also the experiment's seeds; give "
+                                 f"the sweep seeds of its own (or leave sweep.seeds out)")
         if self.sweep_chosen:
             if self.sweep is None:
                 raise ValueError("sweep_chosen is set by the lab after a sweep; remove it")

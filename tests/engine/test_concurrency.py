@@ -27,7 +27,7 @@ SPEC = """\
 name: concurrent
 hypothesis: two processes, each run once
 dataset: pycode
-budget: {{tokens: 3000}}
+budget: {{tokens: 2000}}
 options: {{n_layer: 1, n_head: 2, n_embd: 32, block_size: 32, batch_size: 8, warmup_steps: 5,
           eval_points: 2, eval_tokens: 512}}
 arms:

@@ -132,3 +132,16 @@ def test_vision_select_split_is_disjoint_and_fixed() -> None:
     assert len(held) == int(1437 * 0.2)
     again_keep, again_held = vision_select_split(1437)
     assert torch.equal(keep, again_keep) and torch.equal(held, again_held)
+
+
+def test_vision_select_run_evaluates_on_the_held_out_part() -> None:
+    from airlab.run.workloads import get_workload
+    from airlab.settings import get_settings
+
+    cfg = resolve(workload="vision", dataset="digits", budget={"epochs": 1},
+                  options={"eval_split": "select"})
+    task = get_workload("vision").setup(cfg, torch.device("cpu"), get_settings())
+    val = get_workload("vision").setup(cfg.model_copy(update={"eval_split": "val"}),
+                                       torch.device("cpu"), get_settings())
+    assert (task.info["train_samples"], task.info["val_samples"]) == (1437 - 287, 287)
+    assert (val.info["train_samples"], val.info["val_samples"]) == (1437, 360)

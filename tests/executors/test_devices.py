@@ -45,3 +45,12 @@ def test_bad_devices_are_one_line(name: str, msg: str) -> None:
 def test_cuda_without_a_gpu_says_so() -> None:
     with pytest.raises(AirlabError, match="no CUDA GPU is available here"):
         concrete_device("cuda")
+
+
+def test_auto_in_a_spec_is_resolved_before_the_key() -> None:
+    """`device: auto` written in a spec's options is resolved at planning, like --device auto."""
+    from airlab.plan import resolve
+
+    auto = resolve(budget={"tokens": 1000}, options={"device": "auto"})
+    plain = resolve(budget={"tokens": 1000})
+    assert auto.device == "cpu" and auto.run_key == plain.run_key

@@ -82,8 +82,6 @@ def test_claims_take_row_locks_that_skip_locked_rows(pg_url: str) -> None:
     assert again is not None and again["id"] == locked
 
 
-@pytest.mark.xfail(strict=True, reason="runs.seed is Integer (int32 on PostgreSQL) but the spec "
-                   "allows seeds up to 2^63-1: store/tables.py needs BigInteger (+ a migration)")
 def test_names_the_spec_allows_fit_the_columns(pg_url: str) -> None:
     """String lengths are checked at the spec: the longest names it allows, with the suffixes
     the lab adds (".teacher", "-quick", ".archived-TIME", "teacher.<arm>"), store without a

@@ -18,54 +18,18 @@ import typer
 
 from airlab.cli.common import console, executor, open_store, set_settings, settings
 from airlab.errors import AirlabError
+from airlab.run.devices import concrete_device
 
 if TYPE_CHECKING:
     from airlab.executors.base import Executor
     from airlab.spec import ExperimentSpec
     from airlab.store import Store
 
-DEVICES = ("cpu", "cuda", "mps", "auto")
 EXECUTORS = ("local", "ray")
 LEASE_ENV = "AIRLAB_LEASE_S"
 
 
 # -- devices -----------------------------------------------------------------------------------
-
-
-def concrete_device(name: str) -> str:
-    """``auto`` -> the best device here (cuda, else mps, else cpu); others are checked to exist.
-
-    Called before planning, so a run's config (and so its run key) holds the device it really
-    runs on: `--device auto` on a CPU machine gives the same runs as no flag at all.
-    """
-    name = (name or "").strip().lower()
-    family = name.split(":", 1)[0]
-    if family not in DEVICES or (":" in name and (family != "cuda"
-                                                  or not name.split(":", 1)[1].isdigit())):
-        raise AirlabError(f"--device '{name}' is not a device", "use cpu, cuda, cuda:N, mps "
-                          "or auto")
-    if family == "cpu":
-        return "cpu"
-    import torch
-
-    cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if family == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if family == "cuda":
-        if not cuda:
-            raise AirlabError(f"--device {name}: no CUDA GPU is available here (torch "
-                              f"{torch.__version__})", "use --device cpu or auto, or install a "
-                              "CUDA build of torch (see README)")
-        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-            raise AirlabError(f"--device {name}: this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)",
-                              "count from cuda:0")
-        return name
-    if not mps:
-        raise AirlabError("--device mps: no Apple GPU (MPS) is available here",
-                          "use --device cpu or auto")
-    return "mps"
 
 
 def with_device(spec: ExperimentSpec, device: str | None) -> ExperimentSpec:

@@ -285,10 +285,16 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         metrics.update(flags)
         if task.sample is not None:
             t0 = time.perf_counter()
-            sample = task.sample(task.model)  # the deployed model: what would be shipped
-            metrics.update(pathology.sample_metrics(sample))
-            info["sample"] = {"prompt": sample.prompt, "text": sample.text,
-                              "seconds": time.perf_counter() - t0}
+            try:
+                sample = task.sample(task.model)  # the deployed model: what would be shipped
+            except RuntimeError as e:
+                # Non-finite logits (multinomial refuses them): the run's own metrics already
+                # show a broken model; a diagnostic must not turn a finished run into a crash.
+                info["sample"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            else:
+                metrics.update(pathology.sample_metrics(sample))
+                info["sample"] = {"prompt": sample.prompt, "text": sample.text,
+                                  "seconds": time.perf_counter() - t0}
     emit({"type": "done", "step": step, "progress": 1.0})
     return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
 

@@ -100,11 +100,11 @@ def _check_types(model: dict[str, Any], types: dict[str, type], what: str) -> No
 # The collapse check's sample: SAMPLE_STREAMS prompts of SAMPLE_PROMPT real characters, each
 # continued by SAMPLE_TOKENS sampled ones (512 in all) at temperature 1, each step seeing the
 # last SAMPLE_CONTEXT characters. Without a KV cache a step re-reads its whole context, so the
-# cost is about 512 x SAMPLE_CONTEXT token forwards: 6k, ~1.4% of the 450k token forwards
-# (forward + backward) of a 150k-token tiny run. Measured on tinyshakespeare, tiny preset,
-# 150k tokens: the full 64-character context cost 6% of the training time (3.8 s of 62 s),
-# 16 characters 1.7-2.7% (loaded machine). 12 characters still show collapse (punctuation,
-# short loops) in a character model.
+# cost is about 512 x SAMPLE_CONTEXT token forwards plus 64 calls' overhead. Measured against
+# the training steps of a 150k-token tiny run on tinyshakespeare (one CPU thread, 245 ms a
+# step, 195 steps): context 12 costs 0.81 s = 1.7% of training, 16: 2.2%, the full 64: 3.8%
+# (evaluation time not counted, so the share of the run is smaller still). Twelve characters
+# still show collapse (punctuation, short loops) in a character model.
 SAMPLE_STREAMS = 8
 SAMPLE_TOKENS = 64
 SAMPLE_PROMPT = 16

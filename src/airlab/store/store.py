@@ -220,7 +220,7 @@ class Store:
         stay readable by this version and keep every row)."""
         have = self._present_columns()
         if all(t.name in have and {c.name for c in t.columns} <= have[t.name]
-               for t in metadata.sorted_tables):
+               for t in metadata.sorted_tables) and not self._narrow_seed():
             return
         with self.writing() as c:
             metadata.create_all(c)
@@ -233,6 +233,18 @@ class Store:
                     ddl = CreateColumn(col).compile(dialect=self.engine.dialect)
                     guard = "IF NOT EXISTS " if self.engine.dialect.name == "postgresql" else ""
                     c.execute(text(f"ALTER TABLE {t.name} ADD COLUMN {guard}{ddl}"))
+            if self._narrow_seed(c):  # written by a version whose seed was 32-bit
+                c.execute(text("ALTER TABLE runs ALTER COLUMN seed TYPE BIGINT"))
+
+    def _narrow_seed(self, conn: Any = None) -> bool:
+        """Whether runs.seed is a 32-bit column (PostgreSQL only: SQLite integers are 64-bit)."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        insp = inspect(conn if conn is not None else self.engine)
+        if "runs" not in insp.get_table_names():
+            return False
+        col = next((c for c in insp.get_columns("runs") if c["name"] == "seed"), None)
+        return col is not None and str(col["type"]).upper() == "INTEGER"
 
     # -- errors -------------------------------------------------------------------------------
 

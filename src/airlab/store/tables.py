@@ -9,6 +9,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    BigInteger,
     Integer,
     MetaData,
     String,
@@ -38,7 +39,7 @@ runs = Table(
     Column("experiment_id", Integer, ForeignKey("experiments.id", ondelete="CASCADE"),
            nullable=False),
     Column("arm", String(100), nullable=False),
-    Column("seed", Integer, nullable=False),
+    Column("seed", BigInteger, nullable=False),  # seeds go up to 2**63 - 1
     Column("run_key", String(32), nullable=False),
     Column("state", String(20), nullable=False, default="pending"),
     Column("config", JSON, nullable=False),
