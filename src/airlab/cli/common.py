@@ -133,7 +133,8 @@ def print_error(e: Any) -> None:
 def print_verdict(v: Any) -> None:
     """A verdict: rating and band, points per component with their checks, the critique."""
     console.print(Text.assemble((f"{v.experiment}: ", "bold"),
-                                (f"{v.rating}/10 {v.band}", BAND_STYLE.get(v.band, "")),
+                                (f"{v.rating}/10 {v.band}" if v.rating >= 1 else v.band,
+                                 BAND_STYLE.get(v.band, "")),
                                 f"  (best arm: {v.best_arm or '—'}, rubric {v.rubric_version})"))
     t = Table(title_justify="left")
     for c in ("component", "points", "checks"):

@@ -130,10 +130,12 @@ def decide(
     """Run until decisive: add seeds (42, 137, 256, 512, 1024, ...) while any arm is undecided.
 
     Looks happen at the spec's seed count, then every --step seeds, up to --max-seeds. The
-    overall --alpha is split evenly over the planned looks (Bonferroni: alpha/K per look, Holm
-    across arms within a look), so the chance of any false 'better', 'worse' or 'equivalent'
-    over all arms and looks is at most alpha. Equivalence (two one-sided tests) is only
-    decided when the spec sets a tolerance. Finished runs are reused.
+    overall --alpha is spent over the looks (alpha x (n / n_max)^2 by the look at n seeds, Holm
+    across the arms still undecided), so the chance of any false 'better', 'worse' or
+    'equivalent' over all arms and looks is at most alpha. The state (looks done, alpha spent,
+    decisions) is kept in the store: running decide again continues it and spends nothing
+    twice. Equivalence is decided by two one-sided tests against the margin. Finished runs are
+    reused.
     """
     decide_spec(_load(spec), max_seeds=max_seeds, step=step, alpha=alpha, workers=workers,
                 threads=threads, timeout=timeout, retry_failed=retry_failed)

@@ -224,12 +224,13 @@ def results_md(a: Analysis) -> str:
 def verdict_md(v: Any) -> str:
     rating = f"{v.rating}/10 ({v.band})" if v.rating >= 1 else v.band
     lines = [f"**Rating: {rating}**"
-             + (f", best arm `{v.best_arm}`" if v.best_arm else "")
+             + (f", best arm {md_escape(v.best_arm)}" if v.best_arm else "")
              + f" (rubric {v.rubric_version})\n",
              md_table(["component", "points", "max"],
                       [[k, str(b["points"]), str(b["max"])] for k, b in v.breakdown.items()])]
     if v.critique:
-        lines.append("\nCritique:\n\n" + "\n".join(f"- {c}" for c in v.critique) + "\n")
+        lines.append("\nCritique:\n\n" + "\n".join(f"- {md_escape(c)}" for c in v.critique)
+                     + "\n")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from airlab.analysis.compare import Analysis, analyze
+from airlab.analysis.compare import Analysis, analyze, is_quick
 from airlab.errors import AirlabError
 from airlab.store import Store
 
@@ -166,10 +166,12 @@ def lab_status(store: Store) -> LabStatus:
         area = st.by_area.setdefault(e["area"], {})
         area[line.state] = area.get(line.state, 0) + 1
         v = verdicts.get(e["id"])
+        smoke = is_quick(e["name"], e.get("spec") or {})
         if v is not None:
             line.rating, line.band = int(v["rating"]), str(v["band"])
-            st.ratings.append(line.rating)
-            st.bands[line.band] = st.bands.get(line.band, 0) + 1
+            if not smoke and line.rating >= 1:  # a smoke test earns no publication rating
+                st.ratings.append(line.rating)
+                st.bands[line.band] = st.bands.get(line.band, 0) + 1
         try:
             a = analyze(store, e["name"])
         except AirlabError:
@@ -179,7 +181,8 @@ def lab_status(store: Store) -> LabStatus:
             ranked = sorted(a.rows[1:], key=lambda r: sign * r.summary.mean
                             if not math.isnan(r.summary.mean) else math.inf)
             line.best_arm, line.verdict = ranked[0].arm, ranked[0].verdict
-            _update_bests(st, store, e, a)
+            if not smoke:  # smoke tests are listed, not counted among the lab's results
+                _update_bests(st, store, e, a)
         st.experiments.append(line)
     if exps:
         first = min(e["created_at"] for e in exps)
@@ -191,7 +194,8 @@ def lab_status(store: Store) -> LabStatus:
 
 
 def _checklist(st: LabStatus) -> list[tuple[str, bool, str]]:
-    ran = {line.area for line in st.experiments if line.finished > 0}
+    ran = {line.area for line in st.experiments
+           if line.finished > 0 and not is_quick(line.name, {})}
     items = [(f"{area} experiment run", area in ran,
               ", ".join(x.name for x in st.experiments if x.area == area) or "not yet")
              for area in ROADMAP_AREAS]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
     ForeignKey,
     Index,
-    BigInteger,
     Integer,
     MetaData,
     String,
