@@ -12,7 +12,6 @@ run again, and a row left 'running' by a killed airlab goes back to 'pending' on
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -26,7 +25,7 @@ from airlab.executors.base import Executor, Job
 from airlab.run.result import RunResult
 from airlab.settings import Settings, get_settings
 from airlab.spec import ExperimentSpec
-from airlab.store import Store, owner_id
+from airlab.store import Store, owner_id, save_verdict
 
 if TYPE_CHECKING:
     from airlab.analysis.compare import Analysis
@@ -150,7 +149,7 @@ def finish_experiment(store: Store, name: str, *, settings: Settings | None = No
     if save:
         exp = store.experiment(name)
         assert exp is not None  # analyze raised otherwise
-        _save_verdict()(store, exp["id"], rating=v.rating, band=v.band, breakdown=v.breakdown,
+        save_verdict(store, exp["id"], rating=v.rating, band=v.band, breakdown=v.breakdown,
                         critique=v.critique, rubric_version=v.rubric_version,
                         best_arm=v.best_arm)
     paths: list[Path] = []
@@ -166,18 +165,6 @@ def rate_experiment(store: Store, name: str, *, save: bool = False,
                     analysis: Analysis | None = None) -> Verdict:
     """The rubric's verdict on a stored experiment (stored too with ``save``); writes no files."""
     return finish_experiment(store, name, save=save, write=False, analysis=analysis).verdict
-
-
-def _save_verdict() -> Callable[..., Any]:
-    # The store package exports its verdict functions; older layouts kept them in a submodule.
-    import airlab.store as store_pkg
-
-    fn: Callable[..., Any] | None = getattr(store_pkg, "save_verdict", None)
-    if fn is None:
-        from airlab.store.verdicts import save_verdict
-
-        fn = save_verdict
-    return fn
 
 
 def _tracking(store: Store, name: str, home: Path, then: OnResult | None) -> OnResult:
@@ -208,7 +195,7 @@ def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
                          retry_failed=retry_failed)
     plans = plan_module.plan_runs(spec, settings)
     blocked: dict[str, str] = {}  # run key of a plan -> why it cannot run
-    pre = _prerequisites(plans)
+    pre = plan_module.prerequisites(plans)
     if pre:
         pre_counts = _execute(f"{spec.name}.teacher", spec, pre, store, executor,
                               settings=settings, reporter=reporter, retry_failed=retry_failed,
@@ -398,7 +385,7 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                 for row in batch.values():
                     key = (row["config"]["workload"], row["config"]["dataset"])
                     if key not in prepared:  # once per dataset, in the parent
-                        _prepare(get_workload(key[0]), key[1], settings)
+                        get_workload(key[0]).prepare(key[1], settings)
                         prepared.add(key)
 
                 def on_event(job: Job, ev: dict[str, Any], batch: dict = batch) -> None:
@@ -468,30 +455,10 @@ def counts_of_prerequisites(store: Store, spec: ExperimentSpec) -> RunCounts | N
                      rows)
 
 
-def _prerequisites(plans: Sequence[RunPlan]) -> list[RunPlan]:
-    """Runs that must finish first (a distillation teacher), when the planner knows any."""
-    fn = getattr(plan_module, "prerequisites", None)  # added by the planner's teacher runs
-    return list(fn(plans)) if fn is not None else []
-
-
 def _requires(p: RunPlan, pre: Sequence[RunPlan]) -> list[str]:
-    """Run keys of the prerequisites plan ``p`` needs: ``RunPlan.requires`` when the planner
-    gives it, else any prerequisite's run key found among the plan's config values."""
-    keys = getattr(p, "requires", None)
-    if keys is not None:
-        return list(keys)
-    cfg = p.config.to_dict()
-    values = {v for v in [*cfg.values(), *(cfg.get("options") or {}).values()]
-              if isinstance(v, str)}
+    """Run keys of the prerequisites plan ``p`` needs (a teacher's key sits in its options)."""
+    values = {v for v in p.config.options.values() if isinstance(v, str)}
     return [q.run_key for q in pre if q.run_key in values]
-
-
-def _prepare(workload: Any, dataset: str, settings: Settings) -> None:
-    """Prepare a dataset once; workloads take the settings (older ones only the dataset)."""
-    if len(inspect.signature(workload.prepare).parameters) >= 2:
-        workload.prepare(dataset, settings)
-    else:
-        workload.prepare(dataset)
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -509,19 +476,10 @@ SWEEP_SEED = 7
 
 
 def sweep_seeds(spec: ExperimentSpec) -> list[int]:
-    """The seeds the sweep runs: ``sweep.seeds`` when given, else :data:`SWEEP_SEED` (or the
-    next integer the spec's seeds do not use). AirlabError when they overlap the spec's."""
-    from airlab.errors import AirlabError
-
+    """The seeds the sweep runs: ``sweep.seeds`` when given (the spec refuses ones that overlap
+    its own seeds), else :data:`SWEEP_SEED` or the next integer the spec's seeds do not use."""
     assert spec.sweep is not None
     if spec.sweep.seeds is not None:
-        shared = sorted(set(spec.sweep.seeds) & set(spec.seeds))
-        if shared:
-            raise AirlabError(
-                f"sweep.seeds {shared} are also the experiment's seeds: the choice would be "
-                "fitted to the noise the verdict is measured on",
-                f"give the sweep seeds of its own (e.g. sweep: {{seeds: [{SWEEP_SEED}]}}) or "
-                "leave them out")
         return list(spec.sweep.seeds)
     seed = SWEEP_SEED
     while seed in spec.seeds:

@@ -12,7 +12,7 @@ from airlab.executors.inprocess import InProcessExecutor
 from airlab.experiment import SWEEP_SEED, run_experiment, sweep_seeds, sweep_spec
 from airlab.plan import plan_runs, resolve
 from airlab.run.workloads import text_eval_starts, text_select_windows, vision_select_split
-from airlab.spec import Arm, ExperimentSpec, Sweep
+from airlab.spec import Arm, ExperimentSpec, Sweep, spec_from_dict
 from airlab.store import Store
 
 
@@ -60,9 +60,9 @@ def test_sweep_seeds_never_the_verdicts() -> None:
     assert sweep_seeds(spec) == [SWEEP_SEED + 2]
     sw = sweep_spec(spec)
     assert sw.seeds == [SWEEP_SEED + 2] and sw.options["eval_split"] == "select"
-    clash = ExperimentSpec(**base, seeds=[1, 2], sweep=Sweep(values=[1e-4, 3e-3], seeds=[2, 5]))
-    with pytest.raises(AirlabError, match=r"sweep.seeds \[2\]"):
-        sweep_spec(clash)
+    clash = {**base, "seeds": [1, 2], "sweep": {"values": [1e-4, 3e-3], "seeds": [2, 5]}}
+    with pytest.raises(AirlabError, match=r"sweep seeds \[2\] are also the experiment's"):
+        spec_from_dict(clash)  # refused when the spec is read, before anything runs
 
 
 def test_eval_split_keys_and_defaults() -> None:

@@ -94,7 +94,7 @@ def test_schedule_warmup_then_cosine_to_min_lr() -> None:
     assert lr_at(wsd, 10, 1.0, 0.0) == pytest.approx(wsd.min_lr)
 
 
-@pytest.mark.parametrize("preset", ["small", "seed88m"])
+@pytest.mark.parametrize("preset", ["small", pytest.param("seed88m", marks=pytest.mark.slow)])
 def test_large_presets_build_and_step_through_the_trainer(preset: str) -> None:
     # Reduced context and batch: the point is that the real loop runs them, not their speed.
     r = train(resolve(preset=preset, budget={"tokens": 64},

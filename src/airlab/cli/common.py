@@ -3,7 +3,6 @@ the progress reporter and the verdict printout. Light at import: no torch, no SQ
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 from collections.abc import Iterator
@@ -61,16 +60,11 @@ def executor(workers: int, timeout: float | None, threads: int | None) -> Iterat
     """A local process pool that gets the settings, shut down however the command ends."""
     from airlab.executors.local import LocalExecutor
 
-    kwargs: dict[str, Any] = {"threads": threads, "timeout_s": timeout}
-    if "settings" in inspect.signature(LocalExecutor).parameters:
-        kwargs["settings"] = settings()
-    ex = LocalExecutor(workers, **kwargs)
+    ex = LocalExecutor(workers, threads=threads, timeout_s=timeout, settings=settings())
     try:
         yield ex
     finally:
-        shutdown = getattr(ex, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        ex.shutdown()
 
 
 class RichReporter:
@@ -109,8 +103,10 @@ class RichReporter:
         tid = self.active.pop(run["id"], None)
         if tid is not None:
             self.progress.remove_task(tid)
+        from rich.markup import escape
+
         msg = (f"val_loss {result.metrics.get('val_loss', math.nan):.4f}"
-               if result.state == "finished" else f"[red]failed: {result.reason}[/]")
+               if result.state == "finished" else f"[red]failed: {escape(str(result.reason))}[/]")
         self.progress.console.print(f"{self._label(run).strip()}: {msg}")
         if self.runs_task is not None:
             self.progress.advance(self.runs_task)
