@@ -400,19 +400,8 @@ def seeds_needed_paired(sd_diff: float, effect: float, arms: int = 1, alpha: flo
     if sd_diff == 0:
         return 2 if effect else max_n
 
-    def reaches(n: int) -> bool:
-        return power_paired(effect, sd_diff, n, arms, alpha, sd_df) >= power
-
-    if not reaches(max_n):
-        return max_n
-    lo, hi = 1, max_n
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if reaches(mid):
-            hi = mid
-        else:
-            lo = mid
-    return max(2, hi)
+    return stats.first_n_reaching(
+        lambda n: power_paired(effect, sd_diff, n, arms, alpha, sd_df) >= power, max_n)
 
 
 # --------------------------------------------------------------------------- sequential

@@ -15,7 +15,7 @@ Pure functions over numpy/scipy, float64 throughout. Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -415,10 +415,17 @@ def seeds_needed(
             return effect > 0.0
         return _power_at_ncp(effect / (se_factor * sd), df, alpha) >= power
 
+    return first_n_reaching(reaches, max_n)
+
+
+def first_n_reaching(reaches: Callable[[int], bool], max_n: int) -> int:
+    """The smallest n in 2..max_n with ``reaches(n)`` (``max_n`` when none does).
+
+    Power rises with n (larger ncp and df), so bisect; ``reaches(1)`` is treated as False.
+    """
     if not reaches(max_n):
         return max_n
-    # Power rises with n (larger ncp and df), so bisect for the first n that reaches it.
-    lo, hi = 1, max_n  # reaches(lo) is treated as False, reaches(hi) is True
+    lo, hi = 1, max_n
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if reaches(mid):
