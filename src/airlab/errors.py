@@ -18,6 +18,8 @@ class AirlabError(Exception):
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean X?' for a close match, or a list of what exists."""
     choices = sorted(set(choices))
+    if not choices:
+        return "there are none yet"
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
