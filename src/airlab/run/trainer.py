@@ -135,6 +135,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                               f"{config.budget_unit}", f"give the budget as {unit} or seconds")
         total = config.budget
     by_time = config.budget_unit == "seconds"
+    on_cuda = device.type == "cuda"
     marks = iter([total * k / config.eval_points for k in range(1, config.eval_points + 1)])
     next_mark = next(marks)
 
@@ -220,6 +221,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
             pending.append(loss.detach())
             if len(pending) >= SYNC_EVERY:
                 sync_losses()
+            if on_cuda:  # kernels run asynchronously: the step's time is known once they end
+                torch.cuda.synchronize(device)
             train_s += time.perf_counter() - t0
             if step == config.warmup_steps:
                 warm_progress = (train_s if by_time else consumed) / total
