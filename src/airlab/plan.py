@@ -185,14 +185,7 @@ def resolve(
     for tech in techs:
         cfg["options"] = {**cfg["options"], **tech.check_options(cfg["options"])}
     for tech in techs:
-        try:
-            changes = tech.configure(cfg)
-        except AirlabError:
-            raise
-        except (TypeError, ValueError, ArithmeticError, KeyError) as e:
-            raise AirlabError(f"technique '{tech.name}' cannot configure this run: "
-                              f"{type(e).__name__}: {e}") from None
-        cfg = _merge(cfg, changes)
+        cfg = _merge(cfg, _technique_call(tech, "configure this run", tech.configure, cfg))
     cfg = _merge(cfg, explicit)  # explicit options beat what a switch set
     for tech in techs:  # a switch may have set options: check them again
         cfg["options"] = {**cfg["options"], **tech.check_options(cfg["options"])}
@@ -209,18 +202,23 @@ def resolve(
     config = _config(cfg, " (after the technique switches)")
     for tech in techs:
         if tech.prerequisite is not None and tech.prerequisite_option:
-            try:
-                pre = tech.prerequisite(config)
-            except AirlabError:
-                raise
-            except (TypeError, ValueError, ArithmeticError, KeyError) as e:
-                raise AirlabError(f"technique '{tech.name}' cannot plan its prerequisite run: "
-                                  f"{type(e).__name__}: {e}") from None
+            pre = _technique_call(tech, "plan its prerequisite run", tech.prerequisite, config)
             wl.check(pre)
             cfg["options"] = {**cfg["options"], tech.prerequisite_option: pre.run_key}
             config = _config(cfg)
     wl.check(config)
     return config
+
+
+def _technique_call(tech: Any, what: str, fn: Any, arg: Any) -> Any:
+    """Call a technique's planning code; its bugs on this config become one-line errors."""
+    try:
+        return fn(arg)
+    except AirlabError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, KeyError) as e:
+        raise AirlabError(f"technique '{tech.name}' cannot {what}: "
+                          f"{type(e).__name__}: {e}") from None
 
 
 def _scale_lr(cfg: dict[str, Any], techs: Iterable[Any] = ()) -> None:
