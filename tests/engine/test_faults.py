@@ -98,7 +98,7 @@ def run_workers(pid: int) -> list[int]:
 
 def _kill_workers_at_random(tmp_path: Path, kills: int, seeds: list[int]) -> None:
     home = tmp_path / "lab"
-    spec = write_spec(tmp_path, seeds, tokens=4000)  # long enough to be killed mid-run
+    spec = write_spec(tmp_path, seeds, tokens=12000)  # long enough to be killed mid-run
     total = 2 * len(seeds)
     rng = random.Random(kills)
     proc = subprocess.Popen(AIRLAB + ["--home", str(home), "--db", f"sqlite:///{home / 'lab.db'}",
@@ -110,8 +110,11 @@ def _kill_workers_at_random(tmp_path: Path, kills: int, seeds: list[int]) -> Non
         while killed < kills and proc.poll() is None and time.time() < deadline:
             time.sleep(rng.uniform(0.2, 1.5))
             workers = run_workers(proc.pid)
+            while not workers and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)  # between runs: wait for the next worker, do not skip a kill
+                workers = run_workers(proc.pid)
             if not workers:
-                continue
+                break
             try:
                 os.kill(rng.choice(workers), signal.SIGKILL)
                 killed += 1
