@@ -211,12 +211,10 @@ def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
                     on_result=on_result, blocked=blocked)
 
 
-def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store,
-             executor: Executor, *, settings: Settings, reporter: Reporter,
-             retry_failed: bool, kind: str, on_result: OnResult | None = None,
-             blocked: dict[str, str] | None = None) -> RunCounts:
-    """Store the plans as experiment ``name`` and run those not finished (nor blocked), claiming
-    each run so that other airlab processes sharing the store split the work."""
+def store_plans(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store, *,
+                kind: str, retry_failed: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    """Store the plans as experiment ``name`` (runs of a killed process back to pending; failed
+    runs pending again with ``retry_failed``); return its id and its current run rows."""
     spec_dict = spec.to_dict() if name == spec.name else {**spec.to_dict(), "name": name}
     exp_id = store.upsert_experiment(name, spec_dict, kind=kind, area=spec.area,
                                      workload=spec.workload, hypothesis=spec.hypothesis)
@@ -226,6 +224,37 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
     if retry_failed and store.reset_failed(exp_id):
         by_id = {r["id"]: r for r in store.runs(exp_id)}
         rows = [by_id.get(r["id"], r) for r in rows]
+    return exp_id, rows
+
+
+def enqueue(spec: ExperimentSpec, store: Store, *, settings: Settings | None = None,
+            retry_failed: bool = False) -> tuple[int, dict[str, int]]:
+    """Plan ``spec`` and store its runs as pending without executing any (workers take them);
+    a distillation teacher goes first as experiment ``NAME.teacher``. Returns the experiment id
+    and its runs by state."""
+    from airlab.errors import AirlabError
+
+    if spec.sweep is not None and not spec.sweep_chosen:
+        raise AirlabError(f"experiment '{spec.name}' has a learning-rate sweep, which must "
+                          "finish before its runs can be planned",
+                          "run it with `airlab run` (workers share the store), or drop sweep:")
+    plans = plan_module.plan_runs(spec, settings or get_settings())
+    pre = plan_module.prerequisites(plans)
+    if pre:
+        store_plans(f"{spec.name}.teacher", spec, pre, store, kind="prerequisite",
+                    retry_failed=retry_failed)
+    exp_id, _ = store_plans(spec.name, spec, plans, store, kind="experiment",
+                            retry_failed=retry_failed)
+    return exp_id, store.counts(exp_id)
+
+
+def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store,
+             executor: Executor, *, settings: Settings, reporter: Reporter,
+             retry_failed: bool, kind: str, on_result: OnResult | None = None,
+             blocked: dict[str, str] | None = None) -> RunCounts:
+    """Store the plans as experiment ``name`` and run those not finished (nor blocked), claiming
+    each run so that other airlab processes sharing the store split the work."""
+    exp_id, rows = store_plans(name, spec, plans, store, kind=kind, retry_failed=retry_failed)
     for r in rows:
         why = (blocked or {}).get(r["run_key"])
         if why and r["state"] in ("pending", "failed"):

@@ -175,8 +175,9 @@ def test_enqueue_stores_teachers_first_and_refuses_an_unrun_sweep(tmp_path: Path
     """Planning only (nothing trains): a distillation spec enqueues its teacher runs as a
     prerequisite experiment, which a worker serves before the students."""
     from airlab.check import load_checked
-    from airlab.cli.worker import _serving, enqueue
+    from airlab.cli.worker import _serving
     from airlab.errors import AirlabError
+    from airlab.experiment import enqueue
     from airlab.settings import get_settings
     from airlab.store import Store
 

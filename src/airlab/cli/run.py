@@ -105,12 +105,12 @@ def run(
 
 def _enqueue(s: Any, *, retry_failed: bool, fresh: bool) -> None:
     """`run --enqueue`: store the plan for `airlab worker` processes; execute nothing."""
-    from airlab.cli.worker import enqueue
+    from airlab.experiment import enqueue
 
     store = open_store()
     if fresh and store.archive_experiment(s.name):
         console.print(f"archived the stored {s.name}")
-    _, counts = enqueue(s, store, retry_failed=retry_failed)
+    _, counts = enqueue(s, store, settings=settings(), retry_failed=retry_failed)
     states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     console.print(f"{s.name}: {sum(counts.values())} runs stored ({states}) in {store.url}; "
                   f"start workers with: airlab --db URL worker", highlight=False)

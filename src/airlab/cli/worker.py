@@ -75,33 +75,6 @@ def make_executor(kind: str, workers: int, timeout: float | None, threads: int |
 # -- enqueue -----------------------------------------------------------------------------------
 
 
-def enqueue(spec: ExperimentSpec, store: Store, *, retry_failed: bool = False
-            ) -> tuple[int, dict[str, int]]:
-    """Plan ``spec`` and store its runs as pending without executing any; return the
-    experiment id and its runs by state. A distillation teacher is stored as experiment
-    ``NAME.teacher`` (kind prerequisite), which workers take first."""
-    from airlab.plan import plan_runs, prerequisites
-
-    if spec.sweep is not None and not spec.sweep_chosen:
-        raise AirlabError(f"experiment '{spec.name}' has a learning-rate sweep, which must "
-                          "finish before its runs can be planned",
-                          "run it with `airlab run` (workers share the store), or drop sweep:")
-    plans = plan_runs(spec, settings())
-    groups = [(f"{spec.name}.teacher", "prerequisite", prerequisites(plans)),
-              (spec.name, "experiment", plans)]
-    eid = -1
-    for name, kind, group in groups:
-        if not group:
-            continue
-        spec_dict = {**spec.to_dict(), "name": name}
-        eid = store.upsert_experiment(name, spec_dict, kind=kind, area=spec.area,
-                                      workload=spec.workload, hypothesis=spec.hypothesis)
-        store.ensure_runs(eid, [(p.arm, p.seed, p.run_key, p.config.to_dict()) for p in group])
-        if retry_failed:
-            store.reset_failed(eid)
-    return eid, store.counts(eid)
-
-
 # -- the worker command ------------------------------------------------------------------------
 
 
@@ -231,4 +204,4 @@ class _LineReporter:
     def stop(self) -> None: ...
 
 
-__all__ = ["concrete_device", "enqueue", "make_executor", "with_device", "worker"]
+__all__ = ["concrete_device", "make_executor", "with_device", "worker"]
