@@ -136,7 +136,7 @@ def quality(tokens: float, settings: Any) -> dict[str, float]:
 def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
     """A demo-sized experiment through the whole pipeline; training time vs wall time."""
     from airlab.executors.local import LocalExecutor
-    from airlab.experiment import run_experiment
+    from airlab.experiment import SilentReporter, run_experiment
     from airlab.spec import ExperimentSpec
     from airlab.store import Store
 
@@ -147,14 +147,23 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                           arms=[{"name": "rope", "use": ["rope"]}], seeds=[42, 137])
     store = Store(settings.db_url)
     last_result = [0.0]
+    first_start = [math.nan]
 
     def on_result(run: Any, result: Any) -> None:
         last_result[0] = time.perf_counter()
 
+    class FirstStart(SilentReporter):
+        """Notes when the first run started in a worker (the pool's start-up is before it)."""
+
+        def event(self, run: dict[str, Any], event: dict[str, Any]) -> None:
+            if event.get("type") == "started" and math.isnan(first_start[0]):
+                first_start[0] = time.perf_counter()
+
     t0 = time.perf_counter()
     ex = LocalExecutor(workers, threads=max(1, (os.cpu_count() or 1) // workers),
                        settings=settings)
-    run_experiment(spec, store, ex, settings=settings, on_result=on_result)
+    run_experiment(spec, store, ex, settings=settings, on_result=on_result,
+                   reporter=FirstStart())
     wall = time.perf_counter() - t0
     runs = store.runs(store.experiment("bench")["id"])
     metrics = store.metrics([r["id"] for r in runs])
@@ -163,10 +172,12 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
     train_s = sum(float(metrics[r["id"]]["train_seconds"]) for r in runs)
     eval_s = sum(float(metrics[r["id"]]["eval_seconds"]) for r in runs)
     setup_s = sum(float(r["info"].get("setup_seconds", 0.0)) for r in runs)
+    sample_s = sum(float((r["info"].get("sample") or {}).get("seconds", 0.0)) for r in runs)
     worker_s = sum(float(r.get("wall_seconds") or r["info"].get("worker_wall_seconds") or 0)
                    for r in runs)
     return {"runs": len(runs), "workers": workers, "wall_s": wall, "sum_train_s": train_s,
-            "sum_eval_s": eval_s, "sum_setup_s": setup_s, "sum_worker_wall_s": worker_s,
+            "sum_eval_s": eval_s, "sum_setup_s": setup_s, "sum_sample_s": sample_s,
+            "sum_worker_wall_s": worker_s, "first_run_start_s": first_start[0] - t0,
             "after_last_run_s": wall - (last_result[0] - t0),
             "overhead": 1 - train_s / (workers * wall),
             "overhead_eval": eval_s / (workers * wall),
@@ -224,9 +235,11 @@ def main() -> int:
     if not args.skip_overhead:
         print(f"experiment: {out['exp_runs']} runs on {out['exp_workers']} workers, wall "
               f"{out['exp_wall_s']:.1f} s, training {out['exp_sum_train_s']:.1f} s, eval "
-              f"{out['exp_sum_eval_s']:.1f} s, setup {out['exp_sum_setup_s']:.1f} s, worker wall "
-              f"{out['exp_sum_worker_wall_s']:.1f} s (sums); after the last run "
-              f"{out['exp_after_last_run_s']:.1f} s (analysis, rating, artifacts)")
+              f"{out['exp_sum_eval_s']:.1f} s, setup {out['exp_sum_setup_s']:.1f} s, text sample "
+              f"{out['exp_sum_sample_s']:.1f} s, worker wall {out['exp_sum_worker_wall_s']:.1f} s "
+              f"(sums); first run started after {out['exp_first_run_start_s']:.1f} s (pool "
+              f"start-up, planning); after the last run {out['exp_after_last_run_s']:.1f} s "
+              f"(analysis, rating, artifacts)")
         print(f"lab overhead: {100 * out['exp_overhead']:.1f}% of workers x wall  "
               f"(target <= 5%): evaluation {100 * out['exp_overhead_eval']:.1f}%, everything "
               f"else (pool start, data, setup, store, analysis, idle) "

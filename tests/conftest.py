@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chat_server import chat_server, llm_settings  # noqa: F401 (a scripted LLM server)
 from pg_fixture import any_db_url, pg_server, pg_url  # noqa: F401 (PostgreSQL)
 
 # Resolved: ../shared may be a symbolic link, and loaders report resolved paths.

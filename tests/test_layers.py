@@ -25,6 +25,7 @@ PKG = SRC / "airlab"
 LAYERS: dict[str, int] = {
     # 0: foundations, torch-free
     "airlab.errors": 0, "airlab.settings": 0, "airlab.config": 0, "airlab.run.result": 0,
+    "airlab.sandbox": 0,  # runs untrusted code in a confined process (stdlib only)
     # 1: spec (torch-free), data, models, fixed measurements
     "airlab.spec": 1, "airlab.data": 1, "airlab.models": 1, "airlab.measure": 1,
     "airlab.energy": 1,

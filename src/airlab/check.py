@@ -17,7 +17,7 @@ from typing import Any
 
 from airlab.config import BUDGET_UNITS, TrainConfig
 from airlab.errors import AirlabError, did_you_mean
-from airlab.plan import resolve, sweep_value
+from airlab.plan import load_spec_techniques, resolve, sweep_value
 from airlab.run.workloads import WORKLOADS, get_workload
 from airlab.settings import Settings
 from airlab.spec import ExperimentSpec, load_spec_problems, printable
@@ -170,6 +170,11 @@ def check_spec(spec: ExperimentSpec, source: str | None = None,
     problems += _check_dataset(spec)
     if problems:
         return problems  # every arm would repeat the unit or dataset problem
+    if spec.techniques:
+        try:  # technique files are imported only in the sandbox; this registers their stand-ins
+            load_spec_techniques(spec)
+        except AirlabError as e:
+            return [_problem(spec, ("techniques",), "techniques", e.message, e.hint)]
     resolved: dict[str, TrainConfig] = {}
     for i, arm in enumerate(spec.all_arms):
         path, where = _arm_path(i), _arm_field(i)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -69,6 +69,7 @@ class RunCounts:
     ran: int
     failed: int
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    incomplete: int = 0  # runs cut by the time box (``deadline``): run again by the next call
 
 
 @dataclass
@@ -118,15 +119,36 @@ class Finished:
 def run_experiment(spec: ExperimentSpec, store: Store, executor: Executor, *,
                    settings: Settings | None = None, reporter: Reporter | None = None,
                    retry_failed: bool = False, rate: bool = True, kind: str = "experiment",
-                   on_result: OnResult | None = None) -> ExperimentOutcome:
+                   on_result: OnResult | None = None,
+                   deadline: float | None = None) -> ExperimentOutcome:
     """Plan, execute, store; then (``rate``, kind "experiment") analyse once, rate, store the
-    verdict and write the experiment folder. ``retry_failed`` runs failed runs again."""
+    verdict and write the experiment folder. ``retry_failed`` runs failed runs again.
+
+    ``deadline`` (epoch seconds, ``time.time()``; a time box, never part of a run key): no run
+    starts after it; unstarted runs stay pending; a run in flight stops at its next loss sync
+    and is stored 'incomplete' (left out of the statistics, run again by the next call)."""
     settings = settings or get_settings()  # a library entry point given none: read it here
     rated = rate and kind == "experiment"
     if rated:
         on_result = _tracking(store, spec.name, settings.home, on_result)
+
+        def warm() -> None:
+            # The analysis, rubric and plots import scipy and matplotlib (seconds of CPU, once
+            # per process). Imported now, in the background, they use the core a new worker
+            # pool leaves idle while its zygote imports torch, instead of the end of the run.
+            import importlib
+
+            for mod in ("airlab.report.post", "airlab.report.plots", "matplotlib.figure",
+                        "matplotlib.backends.backend_agg"):
+                try:
+                    importlib.import_module(mod)
+                except Exception:  # noqa: BLE001 - the artifact writer reports it, if needed
+                    return
+
+        threading.Thread(target=warm, daemon=True, name="airlab-warm-imports").start()
     counts = execute_runs(spec, store, executor, settings=settings, reporter=reporter,
-                          retry_failed=retry_failed, kind=kind, on_result=on_result)
+                          retry_failed=retry_failed, kind=kind, on_result=on_result,
+                          deadline=deadline)
     out = ExperimentOutcome(spec.name, counts, prerequisites=counts_of_prerequisites(store, spec))
     if rated:
         done = finish_experiment(store, spec.name, settings=settings, runs=counts.rows)
@@ -185,9 +207,10 @@ def _tracking(store: Store, name: str, home: Path, then: OnResult | None) -> OnR
 def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
                  settings: Settings | None = None, reporter: Reporter | None = None,
                  retry_failed: bool = False, kind: str = "experiment",
-                 on_result: OnResult | None = None) -> RunCounts:
+                 on_result: OnResult | None = None, deadline: float | None = None) -> RunCounts:
     """Choose swept values, run the prerequisites, then every missing run of the spec; store
-    each result as it comes. Analyses nothing (see :func:`run_experiment`)."""
+    each result as it comes. Analyses nothing (see :func:`run_experiment`). ``deadline``: the
+    time box (epoch seconds), as in :func:`run_experiment`."""
     settings = settings or get_settings()
     reporter = reporter or SilentReporter()
     if spec.sweep is not None and not spec.sweep_chosen:
@@ -199,7 +222,7 @@ def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
     if pre:
         pre_counts = _execute(f"{spec.name}.teacher", spec, pre, store, executor,
                               settings=settings, reporter=reporter, retry_failed=retry_failed,
-                              kind="prerequisite")
+                              kind="prerequisite", deadline=deadline)
         failed = {r["run_key"]: r["reason"] or "failed" for r in pre_counts.rows
                   if r["state"] == "failed"}
         for p in plans:
@@ -208,7 +231,7 @@ def execute_runs(spec: ExperimentSpec, store: Store, executor: Executor, *,
                 blocked[p.run_key] = f"teacher run failed: {why[0]}"
     return _execute(spec.name, spec, plans, store, executor, settings=settings,
                     reporter=reporter, retry_failed=retry_failed, kind=kind,
-                    on_result=on_result, blocked=blocked)
+                    on_result=on_result, blocked=blocked, deadline=deadline)
 
 
 def store_plans(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store, *,
@@ -251,7 +274,7 @@ def enqueue(spec: ExperimentSpec, store: Store, *, settings: Settings | None = N
 def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: Store,
              executor: Executor, *, settings: Settings, reporter: Reporter,
              retry_failed: bool, kind: str, on_result: OnResult | None = None,
-             blocked: dict[str, str] | None = None) -> RunCounts:
+             blocked: dict[str, str] | None = None, deadline: float | None = None) -> RunCounts:
     """Store the plans as experiment ``name`` and run those not finished (nor blocked), claiming
     each run so that other airlab processes sharing the store split the work."""
     exp_id, rows = store_plans(name, spec, plans, store, kind=kind, retry_failed=retry_failed)
@@ -261,19 +284,28 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
             # A run whose teacher failed is a failed result of its own: stored, never dropped.
             store.claim(r["id"])
             store.finish(r["id"], "failed", why, {}, [], {})
-    todo = [r for r in rows if r["run_key"] not in (blocked or {}) and _claimable(r)]
+    todo = [r for r in rows if r["run_key"] not in (blocked or {})
+            and (_claimable(r) or r["state"] == "incomplete")]  # a time box's cut: run again
+    if spec.techniques:
+        from airlab.executors.sandboxed import SandboxedExecutor, uses_technique_files
+    if spec.techniques and (kind != "prerequisite" or uses_technique_files(plans)):
+        # Generated technique code runs only in the sandbox; every arm of the spec runs there,
+        # so the arms are measured under the same conditions.
+        executor = SandboxedExecutor(settings, [Path(f) for f in spec.techniques],
+                                     threads=int(getattr(executor, "threads", 1) or 1))
     reporter.start(total=len(rows), done=len(rows) - len(todo))
     try:
         done = execute_claimed(store, executor, owner=owner_id(), experiment_ids=[exp_id],
                                settings=settings, reporter=reporter, on_result=on_result,
-                               timeout_s=spec.timeout_s)
+                               timeout_s=spec.timeout_s, deadline=deadline)
     finally:
         reporter.stop()
     now = {r["id"]: r for r in store.runs(exp_id)}
     current = [now.get(r["id"], r) for r in rows]  # with the states just stored
     failed = sum(now[i]["state"] == "failed" for i in done.run_ids if i in now)
+    incomplete = sum(r["state"] == "incomplete" for r in current)
     return RunCounts(exp_id, len(rows), len(rows) - len(todo), len(done.run_ids), failed,
-                     current)
+                     current, incomplete)
 
 
 # --------------------------------------------------------------------------- claiming runs
@@ -349,7 +381,8 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                     on_result: OnResult | None = None, timeout_s: float | None = None,
                     lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S,
                     retry_infra_limit: int = RETRY_INFRA_LIMIT,
-                    wait_for_others: bool = True) -> ClaimedCounts:
+                    wait_for_others: bool = True,
+                    deadline: float | None = None) -> ClaimedCounts:
     """Claim and execute pending runs of the given experiments (default: every experiment in
     the store, prerequisites first) until none is left or ``max_runs`` were executed.
 
@@ -361,6 +394,11 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
     lease expires, so the caller sees every run finished. On any exception or Ctrl-C the runs
     it holds go back to pending. ``timeout_s``: per-run limit (default: each experiment's
     spec). The caller starts and stops the reporter.
+
+    An executor that streams (``streams = True``: local pool, in-process) is fed one claimed run
+    per free slot, so no slot waits for the slowest run of a batch; others get batches of
+    ``workers`` runs. ``deadline`` (epoch seconds): no run is claimed after it, runs in flight
+    get it as ``Job.stop_at`` (stored 'incomplete' when cut), and nobody is waited for.
     """
     from airlab.run.workloads import get_workload
 
@@ -371,14 +409,30 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                                                    key=lambda e: e["kind"] != "prerequisite")]
     ids = list(experiment_ids)
     slots = max(1, int(getattr(executor, "workers", 1) or 1))
+    streams = bool(getattr(executor, "streams", False))
     out = ClaimedCounts()
     prepared: set[tuple[str, str]] = set()
+    held: dict[int, dict[str, Any]] = {}  # run id -> its row, from claim to stored result
+    claimed = 0  # runs claimed by this call (each is one execution)
     seen_waiting = -1
 
+    def past_deadline() -> bool:
+        return deadline is not None and time.time() >= deadline
+
     def claim_one() -> dict[str, Any] | None:
+        nonlocal claimed
+        if past_deadline() or (max_runs is not None and claimed >= max_runs):
+            return None
         for eid in ids:
             row = store.claim_next(eid, owner, lease_s, retry_infra_limit=retry_infra_limit)
             if row is not None:
+                claimed += 1
+                held[row["id"]] = row
+                hb.hold(row["id"])
+                key = (row["config"]["workload"], row["config"]["dataset"])
+                if key not in prepared:  # once per dataset, in the parent
+                    get_workload(key[0]).prepare(key[1], settings)
+                    prepared.add(key)
                 return row
         return None
 
@@ -386,44 +440,29 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
         t = timeout_s
         if t is None:
             t = ((exps.get(row["experiment_id"]) or {}).get("spec") or {}).get("timeout_s")
-        return Job(row["id"], row["config"], t)
+        return Job(row["id"], row["config"], t, stop_at=deadline)
+
+    def stream() -> Iterator[Job]:
+        """Claims lazily: the executor asks for the next job when a slot is free."""
+        while (row := claim_one()) is not None:
+            yield job_of(row)
+
+    def on_event(job: Job, ev: dict[str, Any]) -> None:
+        reporter.event(held[job.id], ev)
 
     with _Heartbeat(store, executor, owner, lease_s, heartbeat_s) as hb:
         try:
-            while max_runs is None or out.executions < max_runs:
-                left = slots if max_runs is None else min(slots, max_runs - out.executions)
-                batch: dict[int, dict[str, Any]] = {}
-                while len(batch) < left:
-                    row = claim_one()
-                    if row is None:
-                        break
-                    batch[row["id"]] = row
-                    hb.hold(row["id"])
-                if not batch:
-                    elsewhere = _running_elsewhere(store, ids, owner) if wait_for_others else 0
-                    if not elsewhere:
-                        break
-                    if elsewhere != seen_waiting:
-                        _note(reporter, f"{elsewhere} run(s) running in other airlab "
-                                        "processes; waiting for them")
-                        seen_waiting = elsewhere
-                    time.sleep(WAIT_POLL_S)
-                    for eid in ids:  # claims of processes that died on this host: free now
-                        store.recover_interrupted(eid)
-                    continue
-                for row in batch.values():
-                    key = (row["config"]["workload"], row["config"]["dataset"])
-                    if key not in prepared:  # once per dataset, in the parent
-                        get_workload(key[0]).prepare(key[1], settings)
-                        prepared.add(key)
-
-                def on_event(job: Job, ev: dict[str, Any], batch: dict = batch) -> None:
-                    reporter.event(batch[job.id], ev)
-
-                results = executor.run([job_of(r) for r in batch.values()], on_event)
+            while not past_deadline() and (max_runs is None or claimed < max_runs):
+                before = claimed
+                if streams:
+                    jobs: Iterable[Job] = stream()
+                else:
+                    jobs = [job_of(r) for _ in range(slots)
+                            if (r := claim_one()) is not None]
+                results = executor.run(jobs, on_event)
                 try:
                     for job, result in results:
-                        row = batch[job.id]
+                        row = held.pop(job.id)
                         hb.drop(job.id)
                         out.executions += 1
                         stored = store.finish(job.id, result.state, result.reason, result.metrics,
@@ -445,6 +484,20 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                     close = getattr(results, "close", None)
                     if close is not None:  # an error mid-batch: stop its other runs now
                         close()
+                if claimed > before:
+                    continue
+                # Nothing left to claim: wait for runs other processes hold, unless time is up.
+                elsewhere = (_running_elsewhere(store, ids, owner)
+                             if wait_for_others and not past_deadline() else 0)
+                if not elsewhere:
+                    break
+                if elsewhere != seen_waiting:
+                    _note(reporter, f"{elsewhere} run(s) running in other airlab "
+                                    "processes; waiting for them")
+                    seen_waiting = elsewhere
+                time.sleep(WAIT_POLL_S)
+                for eid in ids:  # claims of processes that died on this host: free now
+                    store.recover_interrupted(eid)
         finally:
             for eid in ids:
                 try:  # Ctrl-C or an error: what we still hold goes back to pending for anyone

@@ -262,6 +262,7 @@ def plan_runs(spec: ExperimentSpec, settings: Settings | None = None) -> list[Ru
     if spec.sweep is not None and not spec.sweep_chosen:
         raise AirlabError(f"experiment '{spec.name}' has a sweep that has not been run",
                           "run it with run_experiment / airlab run, which runs the sweep first")
+    load_spec_techniques(spec)
     plans = []
     for arm in spec.all_arms:
         reserved = sorted(set(arm.options) & RESERVED_FIELDS)
@@ -282,6 +283,22 @@ def plan_runs(spec: ExperimentSpec, settings: Settings | None = None) -> list[Ru
                           options={**spec.options, **arm.options, **chosen}, settings=settings)
             plans.append(RunPlan(spec.name, arm.name, seed, cfg))
     return plans
+
+
+def load_spec_techniques(spec: ExperimentSpec, *, allow_unsafe: bool = False) -> list[str]:
+    """Register the technique files a spec names (``techniques: [file.py]``), so its arms can
+    ``use`` them; returns their technique names. The files' code runs only in the sandbox:
+    here the registry gets stand-ins built from the sandbox's description, whose source hash
+    is the file's sha256, so a changed file is a new run key (techniques/contract.py)."""
+    if not spec.techniques:
+        return []
+    from pathlib import Path
+
+    from airlab.techniques.contract import register_technique_files
+
+    files = register_technique_files([Path(f) for f in spec.techniques],
+                                     allow_unsafe=allow_unsafe)
+    return sorted({n for entry in files.values() for n in entry.names})
 
 
 def prerequisites(plans: list[RunPlan]) -> list[RunPlan]:
@@ -315,6 +332,7 @@ def sweep_value(spec: ExperimentSpec, arm: Any, value: float,
     assert spec.sweep is not None
     if spec.sweep.mode == "set":
         return value
+    load_spec_techniques(spec)
     base = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
                    budget=spec.budget, seed=spec.seeds[0], use=arm.use,
                    options={**spec.options, **arm.options}, settings=settings)

@@ -45,6 +45,7 @@ MAX_YAML_DEPTH = 16  # the deepest real spec is 4 levels; refuse pathological ne
 MAX_STRING = 10_000
 MAX_ARMS = 64
 MAX_SEEDS = 100
+MAX_TECHNIQUE_FILES = 16
 MAX_TIMEOUT_S = 86_400.0  # a day: a run that needs longer needs a different budget
 # Upper bounds that still mean "a finite run": beyond them a budget is a typo or an attack.
 BUDGET_MAX = {"tokens": 1e12, "samples": 1e10, "epochs": 1e5, "seconds": 7 * 86_400.0}
@@ -233,6 +234,11 @@ class ExperimentSpec(BaseModel):
     sweep: Sweep | None = None
     sweep_chosen: dict[str, float] = Field(default_factory=dict)  # arm -> value, set by the lab
     quick_budget: dict[str, float] | None = None  # `airlab run --quick`: a smoke-test budget
+    # The knowledge-base idea this experiment tests (set by the research team; not in run keys).
+    idea: str | None = Field(None, max_length=64)
+    # Technique files (generated code) the arms may `use`: paths relative to the spec file,
+    # made absolute when loading. Their code runs only in the sandbox (docs/sandbox.md).
+    techniques: list[str] = Field(default_factory=list, max_length=MAX_TECHNIQUE_FILES)
 
     # Where the spec came from and the YAML line of each field, for file:line in later checks.
     _source: str = PrivateAttr("<spec>")
@@ -253,7 +259,7 @@ class ExperimentSpec(BaseModel):
     def _name(cls, v: str) -> str:
         return _check_name(v, "experiment name", EXPERIMENT_NAME_MAX)
 
-    @field_validator("area", "workload", "preset")
+    @field_validator("area", "workload", "preset", "idea")
     @classmethod
     def _simple_names(cls, v: str | None) -> str | None:
         return None if v is None else _check_name(v, "name", 64)
@@ -301,6 +307,17 @@ class ExperimentSpec(BaseModel):
     @classmethod
     def _quick_budget(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         return None if v is None else cls._budget(v)
+
+    @field_validator("techniques")
+    @classmethod
+    def _technique_files(cls, v: list[str]) -> list[str]:
+        for f in v:
+            if not f.endswith(".py") or len(f) > 4096:
+                raise ValueError(f"technique file '{printable(f)}' must be a .py file, "
+                                 "e.g. techniques: [my_technique.py]")
+        if len(set(v)) != len(v):
+            raise ValueError("a technique file is listed twice; list each once")
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -613,6 +630,7 @@ _HINTS = {
     "baseline": "e.g. baseline: {name: base}",
     "sweep": "e.g. sweep: {option: lr, values: [0.5, 1.0, 2.0], mode: scale}",
     "sweep_chosen": "remove it: the lab sets it after a sweep",
+    "techniques": "a list of technique files relative to the spec, e.g. techniques: [mine.py]",
     "hypothesis": "text, e.g. hypothesis: rope lowers val_loss",
     "description": "text describing the arm",
     "workload": "charlm or vision",
@@ -750,6 +768,18 @@ def load_spec_problems(ref: str | Path) -> tuple[ExperimentSpec | None, list[Air
             problems.append(AirlabError(f"{spec.where('dataset')}: dataset: {e.message}", e.hint))
             return None, problems
         spec.dataset = f"{FILE_PREFIX}{real}"
+    if spec is not None and spec.techniques:
+        resolved = []
+        for i, f in enumerate(spec.techniques):
+            p = Path(os.path.realpath(path.parent / Path(f).expanduser()))
+            if not p.is_file():
+                problems.append(AirlabError(f"{spec.where('techniques', i)}: techniques: "
+                                            f"file not found: {printable(str(p), 200)}",
+                                            "a path is relative to the spec file's folder"))
+            resolved.append(str(p))
+        if problems:
+            return None, problems
+        spec.techniques = resolved
     return (spec if not problems else None), problems
 
 

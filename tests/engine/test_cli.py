@@ -162,6 +162,7 @@ seeds: [1]
 """
 
 
+@pytest.mark.slow  # ~20-40 s on 2 cores; `make test-all` runs it
 def test_retry_failed_reruns_a_failed_run(tmp_path: Path) -> None:
     spec = tmp_path / "retry.yaml"
     # A real failure: a one-second time limit on a run that trains for three seconds.

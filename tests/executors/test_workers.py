@@ -101,6 +101,7 @@ def _three_workers_run_every_run_once(tmp_path: Path, db: str, seeds: int, arms:
     assert (out / "runs.csv").read_text().count("\n") >= total + 1
 
 
+@pytest.mark.slow  # ~20-40 s on 2 cores; `make test-all` runs it
 def test_three_workers_on_postgresql_execute_every_run_once(tmp_path: Path, pg_url: str,
                                                              shared_data: Path) -> None:
     _three_workers_run_every_run_once(tmp_path, pg_url, seeds=3, arms=1)

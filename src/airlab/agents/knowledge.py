@@ -561,6 +561,7 @@ def idea_spec(idea: Idea | str, *, seeds: Iterable[int] | None = None,
         "metric": me.metric,
         "direction": me.direction,
         "tolerance": me.tolerance,
+        "idea": idea.name,  # the tracker finds the experiments that test an idea by it
     }
     try:
         return ExperimentSpec.model_validate(data)

@@ -84,6 +84,10 @@ class ArmRow:
     mde: float = math.nan  # primary metric, paired, at alpha / arms and power 0.8
     mde_source: str = ""  # "noise floor" | "paired differences"
     seeds_needed: int | None = None  # pairs to detect the observed effect (undecided arms)
+    # Runs cut by a time box ("seed 137: time box: stopped at ..."): like failed runs they are
+    # left out of the statistics (values NaN), but counted and listed; the next run finishes them.
+    incomplete: int = 0
+    incomplete_runs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -166,7 +170,7 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
     rows: list[ArmRow] = []
     for arm in arm_names:
         arm_runs = {r["seed"]: r for r in current if r["arm"] == arm}
-        values, qvalues, failures, finished = [], [], [], []
+        values, qvalues, failures, finished, cut = [], [], [], [], []
         run_ids: dict[int, int] = {}
         for s in seeds:
             r = arm_runs.get(s)
@@ -179,6 +183,8 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
                 run_ids[s] = r["id"]
             elif r is not None and r["state"] == "failed":
                 failures.append(f"seed {s}: {r['reason']}")
+            elif r is not None and r["state"] == "incomplete":
+                cut.append(f"seed {s}: {r['reason']}")
             values.append(v)
             qvalues.append(q)
         means: dict[str, float] = {}
@@ -193,7 +199,8 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
                            planned=len(seeds), finished=len(finished), failed=len(failures),
                            failures=failures, summary=stats.summarize(values), means=means,
                            run_ids=run_ids, quality_values=qvalues,
-                           pathologies={f: k for f, k in flags.items() if k}))
+                           pathologies={f: k for f, k in flags.items() if k},
+                           incomplete=len(cut), incomplete_runs=cut))
 
     base = rows[0]
     key = _floor_key(current, base, spec)

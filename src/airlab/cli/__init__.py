@@ -19,7 +19,9 @@ import typer
 
 from airlab.cli import calibrate as calibrate_group
 from airlab.cli import catalog, results
+from airlab.cli import ideas as ideas_group
 from airlab.cli import run as run_group
+from airlab.cli import team as team_group
 from airlab.cli import worker as worker_group
 from airlab.cli.common import console, err_console, print_error, set_settings
 from airlab.cli.run import parse_train_args, quick_spec
@@ -56,12 +58,15 @@ _EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 _COMMANDS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (run_group.run, {}), (run_group.train, {"context_settings": _EXTRA_ARGS}),
     (run_group.check, {}), (results.show, {}), (results.status, {}), (results.verdict, {}),
-    (results.export, {}), (results.decide, {}), (catalog.data, {}), (catalog.techniques, {}),
+    (results.export, {}), (results.decide, {}), (catalog.data, {}),
 ]
 _COMMANDS.append((worker_group.worker, {}))
 _COMMANDS.append((calibrate_group.calibrate, {}))
+_COMMANDS += [(team_group.sprint, {}), (team_group.auto, {}), (team_group.leaderboard, {})]
 for _fn, _kw in _COMMANDS:
     app.command(help=_flow(_fn.__doc__), **_kw)(_fn)
+app.add_typer(ideas_group.app, name="ideas")  # a group: `ideas` lists, `ideas show NAME`
+app.add_typer(catalog.techniques_app, name="techniques")  # lists; `techniques check FILE`
 
 
 def main() -> None:

@@ -30,7 +30,12 @@ def show(name: str = typer.Argument(..., help="Experiment name."),
     if exp is not None and exp["kind"] in ("train", "prerequisite"):
         runs = True  # a single run or a teacher: no arms to compare, list the runs
     else:
-        console.print(analysis_table(analyze(store, name)))
+        a = analyze(store, name)
+        console.print(analysis_table(a))
+        cut = [f"{row.arm} {what}" for row in a.rows for what in row.incomplete_runs]
+        if cut:  # runs a time box stopped: not in the statistics until run again
+            console.print(f"{len(cut)} run(s) incomplete (left out of the statistics; "
+                          f"`airlab run` finishes them): " + "; ".join(cut))
     if runs and exp is not None:
         rows = store.runs(exp["id"])
         mets = store.metrics([r["id"] for r in rows])

@@ -9,7 +9,7 @@ experiments. Importing this module does not import torch; the first run does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from airlab.executors.base import EventSink, Job
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class InProcessExecutor:
+    streams = True  # run() takes each job from its iterable only when the last one is done
+
     def __init__(self, *, settings: Settings | None = None) -> None:
         if settings is None:  # a library user gave none: this constructor is the edge
             from airlab.settings import get_settings
@@ -28,12 +30,13 @@ class InProcessExecutor:
             settings = get_settings()
         self.settings = settings
 
-    def run(self, jobs: Sequence[Job], on_event: EventSink | None = None
+    def run(self, jobs: Iterable[Job], on_event: EventSink | None = None
             ) -> Iterator[tuple[Job, RunResult]]:
         for job in jobs:
             sink = (lambda ev, j=job: on_event(j, ev)) if on_event else None
             t0 = time.perf_counter()
-            result = execute(job.config, settings=self.settings, on_event=sink)
+            result = execute(job.config, settings=self.settings, on_event=sink,
+                             stop_at=job.stop_at)
             result.info.setdefault("worker_wall_seconds", time.perf_counter() - t0)
             yield job, result
 

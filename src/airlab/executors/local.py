@@ -19,13 +19,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airlab.executors.base import EventSink, Job
+from airlab.executors.base import DEADLINE_GRACE_S, EventSink, Job
 from airlab.run.result import RunResult
 from airlab.run.worker import PRELOAD, serve  # torch-free: the child imports torch, not us
 
@@ -95,11 +94,20 @@ def _tail(path: str) -> list[str]:
 
 
 class LocalExecutor:
-    """Runs jobs in ``workers`` concurrent processes with ``threads`` intra-op threads each."""
+    """Runs jobs in ``workers`` concurrent processes with ``threads`` intra-op threads each.
+
+    ``run`` takes the next job from its (possibly lazy) iterable only when a slot is free
+    (``streams``), so a caller that claims runs one at a time keeps every slot busy.
+    ``deadline_grace_s``: how long a run may overrun its job's ``stop_at`` before it is killed
+    (a failed, retryable result).
+    """
+
+    streams = True  # run() pulls jobs lazily, one per free slot
 
     def __init__(self, workers: int = 1, *, threads: int | None = None,
                  timeout_s: float | None = None, mem_limit_mb: int | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None,
+                 deadline_grace_s: float = DEADLINE_GRACE_S) -> None:
         if settings is None:  # a library user gave none: this constructor is the edge
             from airlab.settings import get_settings
 
@@ -111,6 +119,7 @@ class LocalExecutor:
         self.threads = threads or max(1, cores // self.workers)
         self.timeout_s = timeout_s
         self.mem_limit_mb = mem_limit_mb
+        self.deadline_grace_s = deadline_grace_s
         self._procs: dict[Any, Any] = {}  # job id -> multiprocessing.Process while it runs
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -131,13 +140,17 @@ class LocalExecutor:
         os.close(fd)
         reader, writer = ctx.Pipe(duplex=False)
         payload = {"config": job.config, "settings": self.settings.to_dict(),
-                   "threads": self.threads, "mem_limit_mb": self.mem_limit_mb, "log": log}
+                   "threads": self.threads, "mem_limit_mb": self.mem_limit_mb, "log": log,
+                   "stop_at": job.stop_at}
         proc = _RunProcess(target=serve, args=(writer, payload), daemon=True,
                            name=f"airlab-run-{job.id}")
         started = time.perf_counter()
         timeout = job.timeout_s or self.timeout_s
+        # The time box: past stop_at the run stops itself at its next loss sync; one still
+        # going deadline_grace_s later (stuck in an evaluation, hung) is killed.
+        kill_at = None if job.stop_at is None else job.stop_at + self.deadline_grace_s
         result: RunResult | None = None
-        timed_out = False
+        timed_out = overran = False
         try:
             with self._lock:
                 if self._stopping.is_set():
@@ -149,6 +162,10 @@ class LocalExecutor:
                 left = None if timeout is None else timeout - (time.perf_counter() - started)
                 if left is not None and left <= 0:
                     timed_out = True
+                    proc.kill()
+                    break
+                if kill_at is not None and time.time() >= kill_at:
+                    overran = True
                     proc.kill()
                     break
                 if not reader.poll(1.0 if left is None else min(left, 1.0)):
@@ -173,6 +190,10 @@ class LocalExecutor:
         if result is None:
             if timed_out:
                 result = RunResult.failed(f"timeout after {timeout:g} s")
+            elif overran:
+                result = RunResult.failed(
+                    f"time box: killed {self.deadline_grace_s:g} s past the deadline "
+                    "(the run did not stop at a loss sync)", infra=True)
             elif rc is not None and rc < 0:
                 name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else rc
                 hint = " (out of memory?)" if rc == -signal.SIGKILL else ""
@@ -186,18 +207,26 @@ class LocalExecutor:
         result.info.setdefault("worker_wall_seconds", wall)
         return result
 
-    def run(self, jobs: Sequence[Job], on_event: EventSink | None = None
+    def run(self, jobs: Iterable[Job], on_event: EventSink | None = None
             ) -> Iterator[tuple[Job, RunResult]]:
+        """Yield (job, result) as each run ends. The next job is taken from ``jobs`` only when
+        a slot is free (after the caller has had the previous result), so ``jobs`` may be a
+        generator that claims runs as it goes."""
         self._stopping.clear()
         q: queue.Queue[tuple[str, Job, Any]] = queue.Queue()
-        pending = deque(jobs)
-        running = 0
+        source = iter(jobs)
+        more, running = True, 0
         try:
-            while pending or running:
-                while pending and running < self.workers:
-                    job = pending.popleft()
+            while True:
+                while more and running < self.workers:
+                    job = next(source, None)
+                    if job is None:
+                        more = False
+                        break
                     threading.Thread(target=self._run_one, args=(job, q), daemon=True).start()
                     running += 1
+                if not running:
+                    break
                 kind, job, payload = q.get()
                 if kind == "event":
                     if on_event:

@@ -15,11 +15,11 @@ module imports neither Ray nor torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from airlab.errors import AirlabError
-from airlab.executors.base import EventSink, Job
+from airlab.executors.base import DEADLINE_GRACE_S, EventSink, Job
 from airlab.run.result import RunResult
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ def _ray() -> Any:
     return ray
 
 
-def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int) -> dict[str, Any]:
+def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int,
+             stop_at: float | None = None) -> dict[str, Any]:
     """The body of one Ray task: execute one run in the Ray worker process (never raises)."""
     from airlab.run.execute import execute
     from airlab.settings import Settings
@@ -49,7 +50,8 @@ def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int) -> 
     except ImportError:  # pragma: no cover - execute() reports the missing torch itself
         pass
     t0 = time.perf_counter()
-    result = execute(config, settings=Settings.from_dict(settings), on_event=None)
+    result = execute(config, settings=Settings.from_dict(settings), on_event=None,
+                     stop_at=stop_at)
     result.info.setdefault("worker_wall_seconds", time.perf_counter() - t0)
     return result.to_dict()
 
@@ -119,10 +121,12 @@ class RayExecutor:
             self._remote = ray.remote(run_task)
         return ray
 
-    def run(self, jobs: Sequence[Job], on_event: EventSink | None = None
+    def run(self, jobs: Iterable[Job], on_event: EventSink | None = None
             ) -> Iterator[tuple[Job, RunResult]]:
         """Submit every job, then yield (job, result) as each task finishes. Events are not
-        streamed back from Ray tasks; ``on_event`` is not called."""
+        streamed back from Ray tasks; ``on_event`` is not called. A job's ``stop_at`` (time
+        box) reaches the task; a task still going DEADLINE_GRACE_S past it is cancelled."""
+        jobs = list(jobs)
         if not jobs:
             return
         ray = self._connect()
@@ -135,9 +139,10 @@ class RayExecutor:
         settings = self.settings.to_dict()
         started: dict[Any, float] = {}
         timed_out: set[Any] = set()
+        overran: set[Any] = set()  # cancelled for overrunning the time box
         try:
             for job in jobs:
-                ref = task.remote(job.config, settings, threads)
+                ref = task.remote(job.config, settings, threads, job.stop_at)
                 self._outstanding[ref] = job
                 started[ref] = time.monotonic()
             while self._outstanding:
@@ -147,7 +152,11 @@ class RayExecutor:
                     try:
                         result = RunResult.from_dict(ray.get(ref))
                     except TaskCancelledError:
-                        if ref in timed_out:
+                        if ref in overran:
+                            result = RunResult.failed(
+                                f"time box: cancelled {DEADLINE_GRACE_S:g} s past the deadline",
+                                infra=True)
+                        elif ref in timed_out:
                             limit = job.timeout_s or self.timeout_s
                             result = RunResult.failed(f"timeout after {limit:g} s")
                         else:
@@ -161,14 +170,20 @@ class RayExecutor:
                             f"{_describe(e)}", infra=True)
                     result.info.setdefault("executor", "ray")
                     yield job, result
-                self._cancel_overdue(ray, started, timed_out)
+                self._cancel_overdue(ray, started, timed_out, overran)
         finally:  # done, or the caller stopped early (Ctrl-C, an error): stop what is left
             self._cancel_outstanding()
             self._outstanding.clear()
 
-    def _cancel_overdue(self, ray: Any, started: dict[Any, float], timed_out: set[Any]) -> None:
-        now = time.monotonic()
+    def _cancel_overdue(self, ray: Any, started: dict[Any, float], timed_out: set[Any],
+                        overran: set[Any]) -> None:
+        now, wall = time.monotonic(), time.time()
         for ref, job in self._outstanding.items():
+            if job.stop_at is not None and ref not in overran | timed_out \
+                    and wall > job.stop_at + DEADLINE_GRACE_S:
+                overran.add(ref)
+                ray.cancel(ref, force=True)
+                continue
             limit = job.timeout_s or self.timeout_s
             if limit is not None and ref not in timed_out and now - started[ref] > limit:
                 timed_out.add(ref)

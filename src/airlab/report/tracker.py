@@ -82,7 +82,7 @@ def _state(runs: list[dict[str, Any]]) -> str:
         return "planned"
     if "running" in states:
         return "running"
-    if "pending" in states:
+    if "pending" in states or "incomplete" in states:  # unstarted, or cut by a time box
         return "incomplete"
     if states == {"failed"}:
         return "failed"

@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 
 
 def execute(config: dict[str, Any], *, settings: Settings | None = None,
-            on_event: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+            on_event: Callable[[dict[str, Any]], None] | None = None,
+            stop_at: float | None = None) -> RunResult:
     """Validate ``config`` (a TrainConfig as plain data), train it and return the result.
 
     Never raises (for an Exception): a config that does not validate, an AirlabError, a
     MemoryError and any other exception each come back as a failed RunResult with a one-line
     reason; a crash also writes its traceback to stderr (a worker's stderr tail is kept).
     ``settings`` is passed down as given: execute() never reads the environment itself.
+    ``stop_at``: a time box's deadline (epoch seconds; see :func:`airlab.run.trainer.train`),
+    outside the config so that it never enters the run key.
     """
     try:
         from pydantic import ValidationError
@@ -45,7 +48,7 @@ def execute(config: dict[str, Any], *, settings: Settings | None = None,
         from airlab.run.trainer import train
 
         try:
-            return train(cfg, on_event, settings=settings)
+            return train(cfg, on_event, settings=settings, stop_at=stop_at)
         except AirlabError as e:
             return RunResult.failed(str(e))
     except MemoryError:

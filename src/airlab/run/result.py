@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass
 class RunResult:
-    state: str  # "finished" or "failed"
+    state: str  # "finished", "failed" or "incomplete" (cut by a time box; run again later)
     reason: str | None
     metrics: dict[str, float]
     curve: list[dict[str, float]]

@@ -73,11 +73,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, *,
-          settings: Settings | None = None) -> RunResult:
+          settings: Settings | None = None, stop_at: float | None = None) -> RunResult:
     """Train one run to its budget and measure it. Divergence returns a failed result.
 
     ``settings`` (where data, caches, artifacts and extra techniques live) is passed down from
-    the edge; a library call given none reads them here, once.
+    the edge; a library call given none reads them here, once. ``stop_at`` (epoch seconds,
+    ``time.time()``; a time box's deadline, not part of the run key): past it, training stops
+    at the next loss sync, evaluates once and returns state "incomplete" with its curve.
     """
     emit = on_event or (lambda e: None)
     if settings is None:  # called as a library entry point with none: this is the edge
@@ -164,6 +166,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
     meter.start()
     last_emit = time.perf_counter()
     reason: str | None = None
+    cut = False  # stopped by the time box (stop_at) before the budget was spent
     pending: list[torch.Tensor] = []  # detached losses not yet read back to the host
     loss_val = math.nan
 
@@ -221,6 +224,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
             pending.append(loss.detach())
             if len(pending) >= SYNC_EVERY:
                 sync_losses()
+                # The time box is looked at only here, at a sync: no extra per-step cost.
+                cut = stop_at is not None and time.time() >= stop_at
             if on_cuda:  # kernels run asynchronously: the step's time is known once they end
                 torch.cuda.synchronize(device)
             train_s += time.perf_counter() - t0
@@ -238,6 +243,10 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                 last_emit = now
                 emit({"type": "step", "step": step, "progress": min(1.0, done / total),
                       "loss": loss_val, "lr": lr})
+            if cut:
+                if done < total and (config.max_steps is None or step < config.max_steps):
+                    break
+                cut = False  # the budget was spent at this very step: a finished run
         sync_losses()
         if not curve or curve[-1]["step"] != step:
             record()  # a time budget can end between marks
@@ -248,6 +257,14 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
     metrics = _final_metrics(task, curve, consumed, step, train_s, eval_s, device)
     metrics["energy_kwh_est"] = kwh
     info["energy_source"] = energy_source  # in info itself: it is stored with the run
+    if cut and reason is None:
+        # Cut by the time box: its curve and metrics are kept, but it is no finished run:
+        # no deploy step, no saved weights (a teacher cut short must not be reused), no sample.
+        done_units = train_s if by_time else consumed
+        what = "seconds" if by_time else unit
+        reason = (f"time box: stopped at {done_units:,.0f} of {total:,.0f} {what}")
+        emit({"type": "done", "step": step, "progress": min(1.0, done_units / total)})
+        return RunResult("incomplete", reason, metrics, curve, info)
     if reason is None:
         trained = task.model
         for t in techniques:  # deploy steps return the model that would be shipped

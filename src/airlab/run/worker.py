@@ -59,8 +59,9 @@ def serve(conn: Any, job: dict[str, Any]) -> None:
     """Child entry point: run ``job`` and send events, then the result, on ``conn``.
 
     ``job``: {"config": {...}, "settings": {...} | None, "threads": N, "mem_limit_mb": M | None,
-    "log": path}. stdout and stderr go to the ``log`` file, whose tail the executor keeps for a
-    failure's reason, so nothing a library prints can corrupt the protocol.
+    "log": path, "stop_at": epoch seconds | None (a time box's deadline)}. stdout and stderr
+    go to the ``log`` file, whose tail the executor keeps for a failure's reason, so nothing a
+    library prints can corrupt the protocol.
     """
     _die_with_parent()
     log_fd = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -99,7 +100,8 @@ def serve(conn: Any, job: dict[str, Any]) -> None:
 
         torch.set_num_threads(threads)
         result = execute(job["config"], on_event=send,
-                         settings=Settings.from_dict(settings) if settings else None)
+                         settings=Settings.from_dict(settings) if settings else None,
+                         stop_at=job.get("stop_at"))
         msg = {"type": "result", **result.to_dict()}
     except MemoryError:  # execute() catches its own; this is the import or the setup above
         msg = {"type": "result", "state": "failed", "reason": "out of memory (MemoryError)"}

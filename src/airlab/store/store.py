@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 CURVE_COLUMNS = {"step", "train_seconds", "flops", "val_loss", "val_acc", "train_loss"}
 CLAIMABLE_STATES = ("pending", "failed")
+# Run states. 'incomplete': cut by a time box before its budget was spent (curve and metrics
+# kept); like a failed run with infra set, the next claim loop runs it again from scratch and
+# its result replaces this one.
+RUN_STATES = ("pending", "running", "finished", "failed", "incomplete")
 DEFAULT_RETRY_INFRA_LIMIT = 3  # attempts in all, for runs that failed for infrastructure reasons
 BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer before it is a write error
 
@@ -419,10 +423,11 @@ class Store:
         by ``owner`` until ``lease_until``, attempts + 1), or None when there is none.
 
         Claimable, in this order: a run in ``states`` (pending; 'failed' makes every failed run
-        claimable, so prefer ``reset_failed`` once); a running run whose lease expired (its
-        owner stopped heartbeating); a failed run with ``infra`` set and fewer than
-        ``retry_infra_limit`` attempts. An expired run that already used ``retry_infra_limit``
-        attempts is marked failed (infra) instead of being taken again.
+        claimable, so prefer ``reset_failed`` once); an incomplete run (cut by a time box); a
+        running run whose lease expired (its owner stopped heartbeating); a failed run with
+        ``infra`` set and fewer than ``retry_infra_limit`` attempts. An expired run that
+        already used ``retry_infra_limit`` attempts is marked failed (infra) instead of being
+        taken again.
         """
         bad = set(states) - set(CLAIMABLE_STATES)
         if bad:
@@ -436,12 +441,12 @@ class Store:
                            runs.c.lease_until < now)
             infra_retry = and_(runs.c.state == "failed", runs.c.infra.is_(True),
                                runs.c.attempts < retry_infra_limit)
-            options = [runs.c.state.in_(list(states)), expired]
+            options = [runs.c.state.in_([*states, "incomplete"]), expired]
             if retry_infra_limit > 0:
                 options.append(infra_retry)
             claimable = and_(runs.c.experiment_id == experiment_id, or_(*options))
-            priority = case((runs.c.state == "pending", 0), (runs.c.state == "running", 1),
-                            else_=2)
+            priority = case((runs.c.state == "pending", 0), (runs.c.state == "incomplete", 1),
+                            (runs.c.state == "running", 1), else_=2)
             with self.writing() as c:
                 if retry_infra_limit > 0:
                     c.execute(update(runs).where(

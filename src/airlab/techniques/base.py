@@ -292,22 +292,58 @@ def load_techniques(folder: Path | str | None) -> list[str]:
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_") or path in _LOADED:
             continue
-        name = f"airlab_user_techniques.{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise AirlabError(f"cannot import technique file '{path}'")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        _LOADED[path] = name
-        try:
-            spec.loader.exec_module(mod)
-        except AirlabError:
-            raise
-        except Exception as e:
-            raise AirlabError(f"technique file '{path}' failed to import: "
-                              f"{type(e).__name__}: {e}", "fix the module and run again"
-                              ) from None
+        _import_file(path, f"airlab_user_techniques.{path.stem}")
     return sorted(set(TECHNIQUES) - before)
+
+
+def _import_file(path: Path, name: str) -> None:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise AirlabError(f"cannot import technique file '{path}'")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    _LOADED[path] = name
+    try:
+        spec.loader.exec_module(mod)
+    except AirlabError:
+        raise
+    except Exception as e:
+        raise AirlabError(f"technique file '{path}' failed to import: "
+                          f"{type(e).__name__}: {e}", "fix the module and run again"
+                          ) from None
+
+
+# Technique files named by a spec (`techniques: [file.py]`, generated code) are imported only
+# inside the sandbox; the parent registers what the sandbox describes (techniques/contract.py).
+FILE_MODULE_PREFIX = "airlab_file_techniques"
+
+
+def file_digest(path: Path | str) -> str:
+    """sha256 (16 hex) of a technique file's bytes: the same hash ``source_hash`` gives."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def file_module_name(digest: str) -> str:
+    """The module name of a technique file, by content: the same in parent and sandbox."""
+    return f"{FILE_MODULE_PREFIX}.t_{digest}"
+
+
+def load_technique_file(path: Path | str) -> list[str]:
+    """Import one technique file into the registry (in the sandbox: this runs its code).
+
+    Idempotent per path; returns the names of the techniques the file registered."""
+    path = Path(path).resolve()
+    if path in _LOADED:
+        return sorted(n for n, t in TECHNIQUES.items() if t.module == _LOADED[path])
+    before = set(TECHNIQUES)
+    _import_file(path, file_module_name(file_digest(path)))
+    return sorted(set(TECHNIQUES) - before)
+
+
+def set_source_hash(module: str, digest: str) -> None:
+    """Record the source hash of a module the parent never imports (a technique file
+    registered from its sandboxed description)."""
+    _HASHES[module] = digest
 
 
 def technique_hashes(names: Iterable[str]) -> dict[str, str]:

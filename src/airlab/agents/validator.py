@@ -1,0 +1,112 @@
+"""The Validator: the rubric's verdict on a sprint's experiment, each arm's result in the
+terms the loop decides on, and the idea's prediction scored against what was measured.
+
+An arm *wins* (the autonomous loop stacks winners) by :func:`arm_wins`: the rubric counts it
+as an improvement (``validate.score_arm``) and its time-to-target ratio is above 1, or its
+time-to-target interval lies above 1 while its final quality is not shown worse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airlab.analysis.compare import Analysis
+    from airlab.store import Store
+    from airlab.validate import Verdict
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    arm: str
+    verdict: str  # the arm's label on the primary metric: better | worse | equivalent | ...
+    quality: str  # the quality metric's label
+    improved: bool  # the rubric counts it as an improvement
+    ratio: float | None  # time-to-target (train seconds), baseline / arm: > 1 is faster
+    ci_low: float | None
+    ci_high: float | None
+    reached: int
+    n: int
+    value: float | None  # mean of the primary metric
+    wins: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Validation:
+    experiment: str
+    rating: int
+    band: str
+    critique: list[str]
+    arms: dict[str, ArmResult]
+    prediction: dict[str, Any] | None  # the scored prediction (status.score_experiment)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["arms"] = {k: v.to_dict() for k, v in self.arms.items()}
+        return d
+
+
+def arm_wins(improved: bool, ratio: float | None, ci_low: float | None, quality: str) -> bool:
+    """The loop's rule for a winner: the rubric counts the arm as an improvement and it gets
+    to the baseline's quality sooner (ratio above 1); or its time-to-target interval lies
+    above 1 (3 or more reached seed pairs) while its final quality is not shown worse. The
+    second case is an arm that reaches the baseline's final quality sooner though its own
+    final value is not shown better or equivalent (e.g. smaller batches: more updates)."""
+    if improved and ratio is not None and ratio > 1.0:
+        return True
+    return ci_low is not None and ci_low > 1.0 and quality != "worse"
+
+
+def arm_results(a: Analysis) -> dict[str, ArmResult]:
+    """Every arm's result against the baseline, from one analysis."""
+    from airlab.validate import score_arm
+
+    base = a.rows[0]
+    out: dict[str, ArmResult] = {}
+    for row in a.rows[1:]:
+        s = score_arm(row, base, a)
+        eff = row.efficiency
+        g = lo = hi = None
+        reached = n = 0
+        if eff is not None:
+            g, lo, hi = (_num(x) for x in eff.ratio.get("train_seconds", (None,) * 3))
+            reached, n = eff.reached, eff.n
+        quality = row.quality.label if row.quality is not None else "undecided"
+        wins = arm_wins(bool(s.improved), g, lo, quality)
+        out[row.arm] = ArmResult(row.arm, row.verdict or "undecided", quality, bool(s.improved),
+                                 g, lo, hi, reached, n, _num(row.summary.mean), wins)
+    return out
+
+
+class Validator:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def validate(self, name: str, analysis: Analysis | None = None,
+                 verdict: Verdict | None = None) -> Validation:
+        """Rate (reusing the verdict the pipeline stored), read each arm's result, and score
+        the idea's prediction when the experiment tests an idea."""
+        from airlab.agents.status import score_experiment
+        from airlab.analysis.compare import analyze
+        from airlab.experiment import rate_experiment
+
+        a = analysis if analysis is not None else analyze(self.store, name)
+        v = verdict if verdict is not None else rate_experiment(self.store, name, analysis=a)
+        notes: list[str] = []
+        try:
+            scored = score_experiment(self.store, name, a)
+        except Exception as e:  # noqa: BLE001 - a scoring problem must not lose the verdict
+            scored = None
+            notes.append(f"prediction not scored: {type(e).__name__}: {e}")
+        return Validation(name, v.rating, v.band, list(v.critique), arm_results(a), scored,
+                          notes)

@@ -1,0 +1,349 @@
+"""The research team: a real sprint end to end, the loop's decisions, kill and resume.
+
+Budgets are tiny (a 1-layer model, a few thousand tokens) so that a sprint takes seconds; the
+pipeline, store, pool and statistics are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airlab.agents.architect import ArmSpec
+from airlab.agents.coder import merge
+from airlab.agents.team import DEFAULT, Team, _next, _replay_state, leaderboard, speed_ideas
+from airlab.settings import get_settings
+from airlab.store import Store
+from airlab.store import team as team_store
+
+# Shared by every arm of every sprint in these tests: a model that trains in about a second.
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+        "eval_points": 4, "eval_tokens": 1024}
+AIRLAB = [str(Path(sys.executable).with_name("airlab"))]
+
+
+def _opts() -> list[str]:
+    return [a for k, v in TINY.items() for a in ("--option", f"{k}={v}")]
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def phase(self, sprint: str, phase: str, text: str) -> None:
+        self.seen.append((phase, text))
+
+    def runs(self, title: str) -> Any:
+        from airlab.experiment import SilentReporter
+
+        return SilentReporter()
+
+
+def test_a_sprint_runs_every_phase_and_leaves_its_artifacts(shared_data: Path) -> None:
+    from airlab.executors.local import LocalExecutor
+
+    s = get_settings()
+    store = Store(s.db_url)
+    rep = Phases()
+    ex = LocalExecutor(2, settings=s)
+    try:
+        team = Team(store, s, ex, seed=3, reporter=rep, options=TINY)
+        out = team.sprint(idea="rope", tokens=6000, minutes=5)
+    finally:
+        ex.shutdown()
+    assert out.status == "done", out.reason
+    assert [p for p, _ in rep.seen if p != "runs"] == [
+        "ideas", "design", "implementation", "validation", "post"]
+    assert out.rating is not None and 1 <= out.rating <= 10
+    folder = out.folder
+    assert folder is not None
+    for f in ("analysis.md", "design.md", "implementation.md", "tracking.md", "post.md",
+              "spec.yaml", "sprint.md"):
+        assert (folder / f).stat().st_size > 0, f
+    row = team_store.get_sprint(store, "sprints", 1)
+    assert row is not None and row["phase"] == "done" and row["idea"] == "rope"
+    rec = row["record"]
+    assert rec["spec"]["idea"] == "rope" and rec["spec"]["budget"] == {"tokens": 6000.0}
+    assert len(rec["spec"]["seeds"]) >= 3  # the time-to-target interval needs 3 pairs
+    assert rec["runs"]["failed"] == 0 and rec["runs"]["ran"] == rec["runs"]["planned"]
+    assert "rope" in rec["validation"]["arms"]
+    assert rec["validation"]["prediction"]["idea"] == "rope"  # scored against the result
+    # Called again, the finished sprint is returned as it is: nothing runs twice.
+    again = Team(store, s, None, seed=3, options=TINY).sprint(number=1)  # type: ignore[arg-type]
+    assert again.status == "done" and again.experiment == out.experiment
+
+
+def test_the_architect_cuts_the_budget_to_the_time_box(tmp_path: Path) -> None:
+    from airlab.agents.architect import Architect
+
+    s = get_settings()
+    store = Store(s.db_url)
+    a = Architect(store, s, workers=2)
+    big = a.design(name="d1", baseline=DEFAULT, arms=[ArmSpec("rope", ("rope",))],
+                   tokens=400_000, minutes=60, rate=(5000.0, "given"))
+    small = a.design(name="d2", baseline=DEFAULT, arms=[ArmSpec("rope", ("rope",))],
+                     tokens=400_000, minutes=2, rate=(5000.0, "given"))
+    assert big.spec.budget["tokens"] == 400_000
+    assert small.spec.budget["tokens"] < 400_000
+    assert small.estimate_s <= 2 * 60
+    assert len(small.spec.seeds) >= 3
+    fixed = a.design(name="d3", baseline=DEFAULT, arms=[ArmSpec("rope", ("rope",))],
+                     tokens=400_000, minutes=2, rate=(5000.0, "given"), fixed_budget=True)
+    assert fixed.spec.budget["tokens"] == 400_000  # a session's budget is kept; noted
+    assert any("more than" in n for n in fixed.notes)
+
+
+def test_merge_stacks_parts_and_leaves_out_an_excluded_one() -> None:
+    stack, notes = merge("stack", [ArmSpec("a", ("rope",), {"lr": 0.002}),
+                                   ArmSpec("b", ("nope",)),  # rope and nope exclude each other
+                                   ArmSpec("c", ("rmsnorm",), {"lr": 0.003})])
+    assert stack.use == ("rope", "rmsnorm")
+    assert stack.options == {"lr": 0.003}
+    assert any("left b out" in n for n in notes) and any("lr" in n for n in notes)
+
+
+def _done_sprint(store: Store, session: str, n: int, kind: str, record: dict[str, Any],
+                 idea: str | None = None) -> None:
+    row = team_store.start_sprint(store, session, n, kind=kind, record={})
+    team_store.update_sprint(store, row["id"], phase="done", status="done", record=record,
+                             idea=idea, experiment=f"x{n}")
+
+
+def _explore(idea: str, use: list[str], opts: dict[str, Any], wins: bool, ratio: float
+             ) -> dict[str, Any]:
+    return {"kind": "explore", "proposal": {"kind": "explore", "idea": idea},
+            "spec": {"arms": [{"name": idea, "use": use, "options": opts}], "seeds": [0, 1, 2]},
+            "validation": {"arms": {idea: {"wins": wins, "improved": wins, "ratio": ratio,
+                                           "ci_low": 1.1 if wins else 0.5, "ci_high": 2.0,
+                                           "quality": "better" if wins else "worse"}}}}
+
+
+def test_the_loop_stacks_two_winners_then_confirms_then_builds_on_the_recipe() -> None:
+    s = get_settings()
+    store = Store(s.db_url)
+    team = Team(store, s, None, seed=0)  # type: ignore[arg-type]  # decisions only
+    sess = "t"
+    _done_sprint(store, sess, 1, "explore", _explore("rope", ["rope"], {}, True, 1.5), "rope")
+    _done_sprint(store, sess, 2, "explore", _explore("lion", ["lion"], {}, False, 0.7), "lion")
+    st = _replay_state(store, sess)
+    assert [w["idea"] for w in st["winners"]] == ["rope"] and st["tested"] == ["rope", "lion"]
+    kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
+    assert kind == "explore" and "rope" in kw["exclude"] and "lion" in kw["exclude"]
+    _done_sprint(store, sess, 3, "explore",
+                 _explore("short_warmup", [], {"warmup_steps": 20}, True, 1.3), "short_warmup")
+    kind, kw = _next(team, _replay_state(store, sess), [0, 1, 2], 4000, left=5)
+    assert kind == "stack" and sorted(p["idea"] for p in kw["parts"]) == ["rope",
+                                                                          "short_warmup"]
+    stack_rec = {"kind": "stack", "proposal": {"kind": "stack", "parts": kw["parts"]},
+                 "spec": {"arms": [{"name": "stack", "use": ["rope"],
+                                    "options": {"warmup_steps": 20}}], "seeds": [0, 1, 2]},
+                 "validation": {"arms": {"stack": {"wins": True, "ratio": 2.0, "ci_low": 1.5,
+                                                   "ci_high": 2.6}}}}
+    _done_sprint(store, sess, 4, "stack", stack_rec)
+    st = _replay_state(store, sess)
+    kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
+    assert kind == "confirm"
+    assert set(kw["seeds"]).isdisjoint({0, 1, 2})  # fresh seeds, never used for selection
+    assert [r["status"] for r in leaderboard(store, sess)] == ["candidate"]
+    conf_rec = {"kind": "confirm", "proposal": {"kind": "confirm", "parts": kw["parts"]},
+                "spec": {"arms": [{"name": "recipe"}], "seeds": kw["seeds"]},
+                "validation": {"arms": {"recipe": {"wins": True, "ratio": 1.8, "ci_low": 1.2,
+                                                   "ci_high": 2.5}}}}
+    _done_sprint(store, sess, 5, "confirm", conf_rec)
+    st = _replay_state(store, sess)
+    assert st["base"].use == ("rope",) and st["base"].options == {"warmup_steps": 20}
+    assert st["winners"] == [] and st["candidate"] is None
+    board = leaderboard(store, sess)
+    assert board[0]["status"] == "confirmed"
+    assert board[0]["selection"]["ratio"] == 2.0 and board[0]["confirmation"]["ratio"] == 1.8
+    kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
+    assert kind == "explore" and kw["base"].use == ("rope",)  # new ideas on the recipe
+
+
+def test_an_arm_faster_to_the_target_wins_unless_its_quality_is_worse() -> None:
+    from airlab.agents.validator import arm_wins
+
+    assert arm_wins(True, 1.3, None, "better")  # the rubric's improvement, and faster
+    assert not arm_wins(True, 0.9, 0.7, "better")  # better at the end, but not sooner
+    assert arm_wins(False, 2.96, 2.24, "undecided")  # sooner, interval above 1
+    assert not arm_wins(False, 2.96, 2.24, "worse")  # sooner, but its final quality is worse
+    assert not arm_wins(False, 1.5, 0.9, "undecided")  # the interval reaches 1: not shown
+
+
+def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:
+    s = get_settings()
+    store = Store(s.db_url)
+    part = {"idea": "rope+x", "use": ["rope"], "options": {}, "selection": {"ratio": 1.6}}
+    conf = {"kind": "confirm", "proposal": {"kind": "confirm", "parts": [part]},
+            "spec": {"arms": [{"name": "recipe"}], "seeds": [10000, 10001, 10002]},
+            "validation": {"arms": {"recipe": {"wins": True, "ratio": 1.2, "ci_low": 0.8,
+                                               "ci_high": 1.7}}}}
+    _done_sprint(store, "r", 1, "confirm", conf)
+    st = _replay_state(store, "r")
+    assert st["base"] is DEFAULT
+    assert leaderboard(store, "r")[0]["status"] == "rejected"
+
+
+def _confirm(name: str, use: list[str], ratio: float, lo: float, seeds: list[int]
+             ) -> dict[str, Any]:
+    part = {"idea": name, "use": use, "options": {}, "selection": {"ratio": ratio + 1}}
+    return {"kind": "confirm", "proposal": {"kind": "confirm", "parts": [part]},
+            "spec": {"arms": [{"name": "recipe"}], "seeds": seeds},
+            "validation": {"arms": {"recipe": {"wins": True, "ratio": ratio, "ci_low": lo,
+                                               "ci_high": ratio + 1}}}}
+
+
+def test_a_recipe_replaces_the_current_one_only_if_it_confirms_faster() -> None:
+    s = get_settings()
+    store = Store(s.db_url)
+    _done_sprint(store, "c", 1, "confirm", _confirm("a", ["rope"], 4.8, 4.4, [10000]))
+    # Wins against the default configuration on fresh seeds, but slower than recipe a.
+    _done_sprint(store, "c", 2, "confirm", _confirm("b", ["rope", "muon"], 2.7, 1.7, [10100]))
+    st = _replay_state(store, "c")
+    assert st["base"].name == "a"
+    assert {r["recipe"]: r["status"] for r in leaderboard(store, "c")} == {
+        "a": "confirmed", "b": "rejected"}
+
+
+def test_the_loop_explores_only_ideas_about_speed() -> None:
+    from airlab.agents.knowledge import load_ideas
+
+    ideas = load_ideas()
+    names = speed_ideas(ideas)
+    assert len(names) >= 20
+    assert all(ideas[n].area not in ("quantization", "pruning", "distillation") for n in names)
+    assert all(not ideas[n].needs_code for n in names)
+
+
+def _sprint_rows(db: str) -> list[dict[str, Any]]:
+    st = Store(db)
+    try:
+        return team_store.list_sprints(st, "k")
+    finally:
+        st.close()
+
+
+def test_auto_killed_in_its_second_sprint_continues_with_no_run_twice(
+        shared_data: Path, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'auto.db'}"
+    cmd = AIRLAB + ["--db", db, "auto", "--sprints", "3", "--session", "k", "--tokens", "4000",
+                    "--seed", "1", *_opts()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        killed = False
+        while time.time() < deadline and proc.poll() is None:
+            rows = _sprint_rows(db) if (tmp_path / "auto.db").exists() else []
+            if len(rows) >= 2 and rows[1]["phase"] == "runs":
+                st = Store(db)
+                exp = st.experiment(rows[1]["experiment"])
+                counts = st.counts(exp["id"]) if exp else {}
+                st.close()
+                if counts.get("finished", 0) >= 1:  # mid-sprint: some runs done, some not
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    killed = True
+                    break
+            time.sleep(0.2)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert killed, "the first run ended before its second sprint could be killed"
+    rows = _sprint_rows(db)
+    assert rows[-1]["status"] == "open"
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = _sprint_rows(db)
+    assert [r["number"] for r in rows] == [1, 2, 3]
+    assert all(r["status"] == "done" for r in rows), [(r["status"], r["record"].get("error"))
+                                                      for r in rows]
+    st = Store(db)
+    for r in rows:
+        exp = st.experiment(r["experiment"])
+        runs = st.runs(exp["id"])
+        keys = [(x["arm"], x["run_key"]) for x in runs]
+        assert len(keys) == len(set(keys))  # no run stored twice
+        assert all(x["state"] == "finished" for x in runs)
+        planned = len(r["record"]["spec"]["seeds"]) * (1 + len(r["record"]["spec"]["arms"]))
+        assert len(runs) == planned
+    assert "leaderboard" in p.stdout or "no recipes yet" in p.stdout
+
+
+def test_auto_and_sprint_refuse_bad_flags_in_one_line() -> None:
+    for args, needle in ((["auto"], "--sprints"), (["sprint", "--idea", "ropee"], "--idea"),
+                         (["sprint", "--area", "optimiser"], "--area"),
+                         (["auto", "--sprints", "1", "--option", "lr"], "--option"),
+                         (["sprint", "--continue", "x:y"], "--continue")):
+        p = subprocess.run(AIRLAB + args, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) <= 2 and needle in lines[0], (args, p.stderr)
+        assert "Traceback" not in p.stderr
+
+
+def test_leaderboard_on_an_empty_store_says_so(tmp_path: Path) -> None:
+    p = subprocess.run(AIRLAB + ["--db", f"sqlite:///{tmp_path / 'e.db'}", "leaderboard"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "no recipes yet" in p.stdout
+
+
+def test_review_stops_after_the_design_and_runs_the_edited_spec(shared_data: Path,
+                                                                tmp_path: Path) -> None:
+    import yaml
+
+    home = tmp_path / "lab"
+    base = AIRLAB + ["--home", str(home)]
+    p = subprocess.run(base + ["sprint", "--idea", "rope", "--review", "--tokens", "4000",
+                               *_opts()], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    spec_file = home / "sprints" / "sprints" / "001" / "spec.yaml"
+    assert spec_file.exists() and "airlab sprint --continue sprints:1" in " ".join(p.stdout.split())
+    st = Store(get_settings(home=str(home)).db_url)
+    assert st.experiment("sprint.sprints.001.rope") is None  # nothing planned or run yet
+    d = yaml.safe_load(spec_file.read_text())
+    d["seeds"] = [5, 6, 7]  # the person's edit
+    spec_file.write_text(yaml.safe_dump(d))
+    p = subprocess.run(base + ["sprint", "--continue", "sprints:1"], capture_output=True,
+                       text=True, timeout=240)
+    assert p.returncode == 0, p.stderr
+    exp = st.experiment("sprint.sprints.001.rope")
+    assert exp is not None
+    assert sorted({r["seed"] for r in st.runs(exp["id"])}) == [5, 6, 7]
+    assert team_store.get_sprint(st, "sprints", 1)["status"] == "done"
+
+
+@pytest.mark.slow  # ~20-40 s on 2 cores; `make test-all` runs it
+def test_runs_cut_by_the_time_box_are_kept_and_the_sprint_still_reports(
+        shared_data: Path) -> None:
+    from airlab.executors.local import LocalExecutor
+
+    s = get_settings()
+    store = Store(s.db_url)
+    ex = LocalExecutor(2, settings=s)
+    t0 = time.time()
+    try:
+        team = Team(store, s, ex, seed=0, reporter=Phases(), options=TINY)
+        # A budget far beyond a 20-second box: the box, not the budget, ends the sprint.
+        out = team.sprint(idea="rope", tokens=3_000_000, minutes=20 / 60)
+    finally:
+        ex.shutdown()
+    took = time.time() - t0
+    assert out.status == "done", out.reason
+    assert took < 20 + 60  # the box plus analysis and post, not the 3M-token budget
+    runs = out.record["runs"]
+    assert runs["incomplete"] >= 1
+    exp = store.experiment(out.experiment)
+    rows = store.runs(exp["id"])
+    cut = [r for r in rows if r["state"] == "incomplete"]
+    assert cut and all(len(store.curve(r["id"])) >= 1 for r in cut)  # kept, with their curve
+    assert all(r["state"] in ("incomplete", "pending", "finished") for r in rows)
+    assert any("more than" in n for n in out.record["design"]["notes"])
