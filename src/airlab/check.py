@@ -172,7 +172,8 @@ def check_spec(spec: ExperimentSpec, source: str | None = None,
         return problems  # every arm would repeat the unit or dataset problem
     if spec.techniques:
         try:  # technique files are imported only in the sandbox; this registers their stand-ins
-            load_spec_techniques(spec)
+            load_spec_techniques(spec, allow_unsafe=bool(settings and
+                                                         settings.unsafe_no_sandbox))
         except AirlabError as e:
             return [_problem(spec, ("techniques",), "techniques", e.message, e.hint)]
     resolved: dict[str, TrainConfig] = {}

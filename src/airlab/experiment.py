@@ -292,7 +292,8 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
         # Generated technique code runs only in the sandbox; every arm of the spec runs there,
         # so the arms are measured under the same conditions.
         executor = SandboxedExecutor(settings, [Path(f) for f in spec.techniques],
-                                     threads=int(getattr(executor, "threads", 1) or 1))
+                                     threads=int(getattr(executor, "threads", 1) or 1),
+                                     allow_unsafe=settings.unsafe_no_sandbox)
     reporter.start(total=len(rows), done=len(rows) - len(todo))
     try:
         done = execute_claimed(store, executor, owner=owner_id(), experiment_ids=[exp_id],

@@ -262,7 +262,7 @@ def plan_runs(spec: ExperimentSpec, settings: Settings | None = None) -> list[Ru
     if spec.sweep is not None and not spec.sweep_chosen:
         raise AirlabError(f"experiment '{spec.name}' has a sweep that has not been run",
                           "run it with run_experiment / airlab run, which runs the sweep first")
-    load_spec_techniques(spec)
+    load_spec_techniques(spec, allow_unsafe=bool(settings and settings.unsafe_no_sandbox))
     plans = []
     for arm in spec.all_arms:
         reserved = sorted(set(arm.options) & RESERVED_FIELDS)
@@ -332,7 +332,7 @@ def sweep_value(spec: ExperimentSpec, arm: Any, value: float,
     assert spec.sweep is not None
     if spec.sweep.mode == "set":
         return value
-    load_spec_techniques(spec)
+    load_spec_techniques(spec, allow_unsafe=bool(settings and settings.unsafe_no_sandbox))
     base = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
                    budget=spec.budget, seed=spec.seeds[0], use=arm.use,
                    options={**spec.options, **arm.options}, settings=settings)

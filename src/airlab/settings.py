@@ -21,6 +21,9 @@ class Settings:
     cache_dir: Path  # downloads and prepared data land here, verified by sha256
     # Extra technique modules (*.py) loaded into the one registry, in the parent and in workers.
     techniques_dir: Path | None = None
+    # Run generated technique code where no sandbox isolation exists (only limits apply): the
+    # user's explicit choice (`--unsafe-no-sandbox`, env AIRLAB_UNSAFE_NO_SANDBOX=1).
+    unsafe_no_sandbox: bool = False
 
     @property
     def artifacts_dir(self) -> Path:
@@ -37,7 +40,8 @@ class Settings:
                    data_dir=Path(d["data_dir"]) if d.get("data_dir") else None,
                    cache_dir=Path(d["cache_dir"]),
                    techniques_dir=(Path(d["techniques_dir"]) if d.get("techniques_dir")
-                                   else None))
+                                   else None),
+                   unsafe_no_sandbox=bool(d.get("unsafe_no_sandbox", False)))
 
 
 def get_settings(db: str | None = None, home: str | os.PathLike[str] | None = None) -> Settings:
@@ -54,4 +58,5 @@ def get_settings(db: str | None = None, home: str | os.PathLike[str] | None = No
         data_dir=Path(data).expanduser() if data else None,
         cache_dir=Path(cache).expanduser() if cache else home_path / "cache",
         techniques_dir=Path(techniques).expanduser() if techniques else None,
+        unsafe_no_sandbox=os.environ.get("AIRLAB_UNSAFE_NO_SANDBOX", "") in ("1", "yes", "true"),
     )

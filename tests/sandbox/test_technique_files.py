@@ -192,3 +192,30 @@ def test_changed_code_is_a_new_run_key(tmp_path: Path) -> None:
         keys.append({p.arm: p.run_key for p in plans})
     assert keys[0]["baseline"] == keys[1]["baseline"]
     assert keys[0]["a"] != keys[1]["a"]
+
+
+def test_without_isolation_a_spec_with_code_is_refused_unless_the_user_says_unsafe(
+        tmp_path: Path) -> None:
+    """No bubblewrap on PATH: `airlab check` refuses the spec in one line naming the flag;
+    with the global --unsafe-no-sandbox the same check passes (limits only)."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    shutil.copy(GOOD, folder / "shrink.py")
+    (folder / "spec.yaml").write_text(textwrap.dedent("""
+        name: unsafe_check
+        budget: {tokens: 4000}
+        techniques: [shrink.py]
+        arms:
+          - {name: shrink, use: [file_shrink_init]}
+    """))
+    empty = tmp_path / "bin"
+    empty.mkdir()  # a PATH where bwrap cannot be found
+    env = {**os.environ, "PATH": str(empty), "COLUMNS": "200"}
+    p = subprocess.run([str(AIRLAB), "check", str(folder / "spec.yaml")], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert "--unsafe-no-sandbox" in " ".join(lines) and "Traceback" not in p.stderr, p.stderr
+    q = subprocess.run([str(AIRLAB), "--unsafe-no-sandbox", "check", str(folder / "spec.yaml")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert q.returncode == 0, (q.stdout, q.stderr)

@@ -141,7 +141,8 @@ class Team:
         self.model_ideas: dict[str, Idea] = {}  # ideas the model wrote (not in the knowledge base)
         self.model_roles: ModelRoles | None = None
         if llm is not None:
-            self.model_roles = ModelRoles(llm, store, settings, self.reporter)
+            self.model_roles = ModelRoles(llm, store, settings, self.reporter,
+                                          allow_unsafe=settings.unsafe_no_sandbox)
 
     def researcher(self, seed: int) -> Any:
         from airlab.agents.researcher import Researcher

@@ -39,12 +39,17 @@ def _global(
     home: str = typer.Option(None, "--home", help="Lab folder (env AIRLAB_HOME; default .airlab)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Folder with local copies of the "
                                  "datasets (env AIRLAB_DATA_DIR)."),
+    unsafe: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run generated technique "
+                                "code even where no sandbox isolation exists (resource limits "
+                                "only); env AIRLAB_UNSAFE_NO_SANDBOX=1."),
 ) -> None:
     from airlab.settings import get_settings
 
     s = get_settings(db=db, home=home)  # the one place settings are read
     if data_dir:
         s = dataclasses.replace(s, data_dir=Path(data_dir).expanduser())
+    if unsafe:
+        s = dataclasses.replace(s, unsafe_no_sandbox=True)
     set_settings(s)
 
 

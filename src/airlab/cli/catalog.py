@@ -58,7 +58,9 @@ def check_technique(
     the protections in force. Exit 0 pass, 1 contract failure, 2 bad input."""
     from airlab.executors.sandboxed import check_technique_file
 
-    r = check_technique_file(Path(file), settings=settings(), allow_unsafe=unsafe_no_sandbox)
+    s = settings()
+    r = check_technique_file(Path(file), settings=s,
+                             allow_unsafe=unsafe_no_sandbox or s.unsafe_no_sandbox)
     console.print("protections in force:", highlight=False)
     for line in r.protections.lines():
         console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
