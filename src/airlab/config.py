@@ -37,6 +37,10 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    # The schedule's decay ends at this fraction of the budget and the rate then stays at its
+    # final value (min_lr): a run annealed for a shorter budget whose tokens go on at min_lr,
+    # so its curve shows when the short schedule reaches a quality. 1 = the whole budget.
+    horizon: float = Field(1.0, gt=0, le=1)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)

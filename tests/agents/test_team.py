@@ -177,6 +177,65 @@ def test_an_arm_faster_to_the_target_wins_unless_its_quality_is_worse() -> None:
     assert not arm_wins(False, 1.5, 0.9, "undecided")  # the interval reaches 1: not shown
 
 
+def test_with_a_declared_target_an_arm_wins_by_getting_there_sooner_on_every_pair() -> None:
+    """On a recipe the loop declares the default configuration's quality as the target: an
+    arm that ends worse than the recipe (a shorter schedule) but reaches it sooner wins."""
+    from airlab.agents.validator import arm_wins
+
+    assert arm_wins(False, 1.4, 1.1, "worse", declared=True, reached=3, n=3)
+    assert not arm_wins(False, 1.4, 1.1, "worse", declared=True, reached=2, n=3)
+    assert not arm_wins(True, 1.4, 0.9, "better", declared=True, reached=3, n=3)
+
+
+def test_a_lone_winner_is_stacked_after_a_few_ideas_find_no_partner() -> None:
+    from airlab.agents.team import SINGLE_WINNER_WAIT
+
+    s = get_settings()
+    store = Store(s.db_url)
+    team = Team(store, s, None, seed=0)  # type: ignore[arg-type]  # decisions only
+    _done_sprint(store, "w", 1, "explore", _explore("rope", ["rope"], {}, True, 1.5), "rope")
+    losers = ["lion", "adafactor", "sgd_nesterov", "nope", "swiglu"][:SINGLE_WINNER_WAIT]
+    for i, name in enumerate(losers[:-1], start=2):
+        _done_sprint(store, "w", i, "explore", _explore(name, [name], {}, False, 0.8), name)
+        assert _next(team, _replay_state(store, "w"), [0, 1, 2], 4000, left=None)[0] \
+            == "explore"
+    _done_sprint(store, "w", len(losers) + 1, "explore",
+                 _explore(losers[-1], [losers[-1]], {}, False, 0.8), losers[-1])
+    kind, kw = _next(team, _replay_state(store, "w"), [0, 1, 2], 4000, left=None)
+    assert kind == "stack" and [p["idea"] for p in kw["parts"]] == ["rope"]
+    # Near the end of a session (a stack and a confirmation still fit) it is stacked at once.
+    _done_sprint(store, "v", 1, "explore", _explore("rope", ["rope"], {}, True, 1.5), "rope")
+    assert _next(team, _replay_state(store, "v"), [0, 1, 2], 4000, left=3)[0] == "stack"
+
+
+def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
+        shared_data: Path) -> None:
+    """Explore sprints on a recipe declare the default configuration's quality (its stored
+    finals at the session's budget and seeds) as the time-to-target value."""
+    from airlab.executors.local import LocalExecutor
+    from airlab.experiment import run_experiment
+    from airlab.spec import ExperimentSpec
+
+    s = get_settings()
+    store = Store(s.db_url)
+    ex = LocalExecutor(2, settings=s)
+    try:
+        team = Team(store, s, ex, seed=0, options=TINY)
+        assert team._default_target(3000, [0, 1], {}) is None  # nothing stored yet
+        spec = ExperimentSpec.model_validate({
+            "name": "defaults", "workload": "charlm", "preset": "tiny",
+            "dataset": "shakespeare", "budget": {"tokens": 3000}, "options": TINY,
+            "baseline": {"name": "default"}, "arms": [], "seeds": [0, 1]})
+        run_experiment(spec, store=store, settings=s, executor=ex)
+    finally:
+        ex.shutdown()
+    exp = store.experiment("defaults")
+    finals = store.metrics([r["id"] for r in store.runs(exp["id"])])
+    want = sum(m["val_loss"] for m in finals.values()) / 2
+    assert team._default_target(3000, [0, 1], {}) == pytest.approx(want)
+    assert team._default_target(3000, [0, 1, 2], {}) is None  # seed 2 was never run
+
+
 def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:
     s = get_settings()
     store = Store(s.db_url)

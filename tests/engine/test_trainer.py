@@ -94,6 +94,22 @@ def test_schedule_warmup_then_cosine_to_min_lr() -> None:
     assert lr_at(wsd, 10, 1.0, 0.0) == pytest.approx(wsd.min_lr)
 
 
+def test_horizon_ends_the_decay_early_then_holds_min_lr() -> None:
+    cfg = micro(lr=1e-3, min_lr=1e-4, warmup_steps=10, horizon=0.3)
+    assert lr_at(cfg, 9, 0.05, 0.0) == pytest.approx(1e-3)  # warmup as before
+    half = 0.1 + (0.3 - 0.1) / 2  # half way from the warmup's end to the horizon
+    assert lr_at(cfg, 50, half, 0.1) == pytest.approx(5.5e-4)  # the cosine's midpoint
+    for p in (0.3, 0.5, 1.0):
+        assert lr_at(cfg, 100, p, 0.1) == pytest.approx(1e-4)
+    assert lr_at(micro(horizon=0.3, warmup_steps=0, schedule="wsd"), 5, 0.2, 0.0) \
+        == micro().lr  # wsd holds over the first 80 % of the horizon
+    # A warmup that outlasts the horizon drops straight to the floor after it.
+    assert lr_at(micro(horizon=0.05, warmup_steps=10, min_lr=1e-4), 20, 0.3, 0.1) \
+        == pytest.approx(1e-4)
+    # Default 1.0 is not part of a run key: stored runs keep their keys.
+    assert micro().run_key == micro(horizon=1.0).run_key != micro(horizon=0.5).run_key
+
+
 @pytest.mark.parametrize("preset", ["small", pytest.param("seed88m", marks=pytest.mark.slow)])
 def test_large_presets_build_and_step_through_the_trainer(preset: str) -> None:
     # Reduced context and batch: the point is that the real loop runs them, not their speed.

@@ -245,3 +245,56 @@ def test_flops_per_token_matches_hand_formula() -> None:
     local = build_gpt(V, "tiny", window=16)
     attn_saving = 12 * L * C * (T - 16)
     assert model.flops_per_token() - local.flops_per_token() == attn_saving
+
+
+def test_rmsnorm_gradient_matches_autograd_of_the_formula():
+    """The hand-written float32 backward of RMSNorm equals autograd of x / rms(x) * w."""
+    from airlab.models.gpt import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(32)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(32))
+    x = torch.randn(3, 5, 4, 32, requires_grad=True)
+    out = norm(x)
+    g = torch.randn_like(out)
+    out.backward(g)
+    gx, gw = x.grad.clone(), norm.weight.grad.clone()
+    x.grad, norm.weight.grad = None, None
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
+    ref.backward(g)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gw, norm.weight.grad)
+    # Not float32 (bf16 weights): the composite path, which normalises in float32.
+    half = RMSNorm(32).to(torch.bfloat16)
+    y = half(torch.randn(2, 32, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+def test_rope_and_relu2_gradients_match_autograd_of_the_formulas():
+    from airlab.models.gpt import _ReLU2Fn, _rotate_half, apply_rope
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 8, requires_grad=True)
+    cos, sin = torch.randn(1, 1, 5, 8), torch.randn(1, 1, 5, 8)
+    out = apply_rope(x, cos, sin)
+    g = torch.randn_like(out)
+    out.backward(g)
+    gx = x.grad.clone()
+    x.grad = None
+    ref = x * cos + _rotate_half(x) * sin
+    ref.backward(g)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx, x.grad)
+
+    h = torch.randn(4, 16, requires_grad=True)
+    out = _ReLU2Fn.apply(h)
+    g = torch.randn_like(out)
+    out.backward(g)
+    gh = h.grad.clone()
+    h.grad = None
+    ref = torch.relu(h).square()
+    ref.backward(g)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gh, h.grad)

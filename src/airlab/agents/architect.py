@@ -109,7 +109,8 @@ class Architect:
                seeds: Sequence[int] | None = None, seed_base: int = 0,
                options: Mapping[str, Any] | None = None, hypothesis: str = "",
                area: str = "general", idea: str | None = None, fixed_budget: bool = False,
-               done_runs: int = 0, rate: tuple[float, str] | None = None) -> Design:
+               done_runs: int = 0, rate: tuple[float, str] | None = None,
+               target: float | None = None) -> Design:
         """The spec of one sprint experiment.
 
         ``effect``: the predicted change of val_loss (sizes the seeds). ``seeds``: given (a
@@ -117,6 +118,8 @@ class Architect:
         ``fixed_budget``: keep ``tokens`` (an `auto` session compares every sprint at one
         budget); else cut it to fit ``minutes``. ``done_runs``: runs already stored (reused
         baselines) that will not run again. ``rate``: (units/s, source) when known.
+        ``target``: a declared time-to-target value for every arm (else leave-one-seed-out
+        targets from the baseline's finals).
         """
         from airlab.analysis.decisions import seeds_needed_paired
         from airlab.plan import resolve
@@ -192,7 +195,8 @@ class Architect:
                              f"{minutes:g}-minute box: runs cut at the box are kept incomplete")
         spec = self._spec(name=name, baseline=baseline, arms=arms, workload=workload,
                           preset=preset, dataset=dataset, budget=budget, seeds=chosen,
-                          options=shared, hypothesis=hypothesis, area=area, idea=idea)
+                          options=shared, hypothesis=hypothesis, area=area, idea=idea,
+                          target=target)
         stored = self._stored(spec)
         if stored > done_runs:  # runs another experiment already has: adopted, not run
             todo = max(0, (1 + n_arms) * len(chosen) - stored)
@@ -219,7 +223,7 @@ class Architect:
     def _spec(self, *, name: str, baseline: ArmSpec, arms: Sequence[ArmSpec], workload: str,
               preset: str, dataset: str, budget: float, seeds: Sequence[int],
               options: Mapping[str, Any], hypothesis: str, area: str,
-              idea: str | None) -> ExperimentSpec:
+              idea: str | None, target: float | None = None) -> ExperimentSpec:
         from pydantic import ValidationError
 
         from airlab.check import check_spec
@@ -231,6 +235,8 @@ class Architect:
             "baseline": baseline.to_dict(), "arms": [a.to_dict() for a in arms],
             "seeds": list(seeds), "options": dict(options), "idea": idea,
         }
+        if target is not None:
+            data["target"] = float(target)
         try:
             spec = ExperimentSpec.model_validate(data)
         except ValidationError as e:

@@ -44,7 +44,7 @@ from airlab.agents.llm_roles import (
     score_model_idea,
     technique_files_for,
 )
-from airlab.agents.validator import Validator, arm_wins
+from airlab.agents.validator import Validator
 from airlab.errors import AirlabError
 from airlab.store import team as team_store
 
@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 DEFAULT = ArmSpec("default", (), {}, "the default configuration")
 SPRINT_SESSION = "sprints"  # the session of sprints started one at a time
 SELECTION_SEEDS = (0, 1, 2)
+# The loop evaluates twice as often on half the held-out tokens (the same evaluation cost as
+# the default 8 x 16,384): a time-to-target is interpolated between evaluations, and a recipe
+# that reaches the target at a sixth of the budget would otherwise have one point before it.
+LOOP_OPTIONS = {"eval_points": 16, "eval_tokens": 8192}
+SINGLE_WINNER_WAIT = 4  # explore sprints after a lone winner before it is stacked alone
 CONFIRM_SEED_BASE = 10_000  # fresh seeds: 10_000 + 100 * k + i, never used for selection
 MAX_STACK_PARTS = 6
 # Areas whose ideas change the time to reach a quality (the loop's objective). The others
@@ -376,14 +381,25 @@ class Team:
                         arms.append(a2)
             effect = idea.prediction.expected if (idea.prediction.kind == "delta" and
                                                   idea.prediction.metric == "val_loss") else None
-            return self.architect.design(
+            budget = float(tokens or me.budget.get("tokens", 200_000))
+            # On a recipe the loop's objective stays the default configuration's quality: the
+            # arms' time to it is measured against the recipe's (a declared target), so an idea
+            # that trades late quality for early speed (a shorter schedule) can win.
+            target = None if on_default or not seeds else \
+                self._default_target(budget, seeds, me.options)
+            d = self.architect.design(
                 name=_name(session, number, idea.name), baseline=baseline, arms=arms,
                 workload=me.workload, preset=me.preset, dataset=me.dataset,
-                tokens=float(tokens or me.budget.get("tokens", 200_000)), minutes=minutes,
+                tokens=budget, minutes=minutes,
                 effect=effect, seeds=seeds, options={**me.options, **self.options},
                 hypothesis=f"{idea.pitch} Prediction: {idea.prediction.text()}.",
                 area=idea.area, idea=idea.name, fixed_budget=tokens is not None,
-                rate=self._rate(me.preset, me.dataset))
+                rate=self._rate(me.preset, me.dataset), target=target)
+            if target is not None:
+                d.notes.append(f"time to target at the default configuration's quality: "
+                               f"val_loss {target:.4f}, the mean final of its runs on seeds "
+                               f"{', '.join(map(str, seeds))} at {budget:,.0f} tokens")
+            return d
         parts = [ArmSpec(p["idea"], tuple(p.get("use") or ()), dict(p.get("options") or {}))
                  for p in prop["parts"]]
         tok = float(tokens or 400_000)
@@ -421,6 +437,21 @@ class Team:
             options=self.options, rate=self._rate(),
             hypothesis=f"Recipe {recipe.name} still reaches the default configuration's "
                        "quality sooner on fresh seeds.")
+
+    def _default_target(self, tokens: float, seeds: Sequence[int],
+                        options: Mapping[str, Any]) -> float | None:
+        """The default configuration's mean final val_loss at ``tokens`` on ``seeds``, from its
+        finished runs in the store; None unless every seed has one."""
+        from airlab.plan import resolve
+
+        keys = [resolve(workload="charlm", preset="tiny", dataset="shakespeare",
+                        budget={"tokens": float(tokens)}, seed=int(s),
+                        options={**options, **self.options}, settings=self.settings).run_key
+                for s in seeds]
+        found = team_store.finished_values(self.store, keys, "val_loss")
+        if len(found) < len(set(keys)):
+            return None
+        return sum(found.values()) / len(found)
 
     def _rate(self, preset: str = "tiny", dataset: str = "shakespeare") -> tuple[float, str]:
         """Tokens/s per run on this machine: stored runs, else a short probe (one run per
@@ -667,8 +698,7 @@ def _winner_part(sprint_rec: Mapping[str, Any], base: ArmSpec) -> dict[str, Any]
     val = sprint_rec.get("validation") or {}
     idea = prop.get("idea")
     res = (val.get("arms") or {}).get(idea) if idea else None
-    if not res or not arm_wins(bool(res.get("improved")), res.get("ratio"), res.get("ci_low"),
-                               str(res.get("quality"))):
+    if not res or not res.get("wins"):
         return None
     arm = next((a for a in (sprint_rec.get("spec") or {}).get("arms", [])
                 if a.get("name") == idea), None)
@@ -689,8 +719,11 @@ def run_auto(team: Team, *, session: str, sprints: int | None = None,
         raise AirlabError("auto needs a budget", "give --sprints N or --hours H")
     row = team_store.open_session(team.store, session, seed=team.seed, setup={
         "sprints": sprints, "hours": hours, "tokens": tokens, "minutes": minutes,
-        "seeds": list(seeds), "topic": topic})
+        "seeds": list(seeds), "topic": topic, "options": {**LOOP_OPTIONS, **team.options}})
     setup = row["setup"]
+    # Every sprint of a session shares its options (they are in every run key): a restarted
+    # session keeps the ones it started with.
+    team.options = dict(setup.get("options", team.options))
     # A restarted session keeps its setup (the same budget and seeds) unless the budget is
     # raised on the command line.
     sprints = sprints if sprints is not None else setup.get("sprints")
@@ -723,6 +756,10 @@ def run_auto(team: Team, *, session: str, sprints: int | None = None,
             out = team.sprint(session=session, number=r["number"], session_end=session_end)
         else:
             left = (sprints - len(finished)) if sprints is not None else None
+            took = [r["finished_at"] - r["started_at"] for r in finished if r["finished_at"]]
+            if hours is not None and took:  # sprints that still fit, at the mean sprint's time
+                fit = int((hours * 3600 - spent) // (sum(took) / len(took)))
+                left = fit if left is None else min(left, fit)
             kind, kw = _next(team, state, seeds, tokens, left)
             box = minutes if session_end is None \
                 else max(1.0, min(minutes, (session_end - time.time()) / 60))
@@ -748,6 +785,7 @@ def _replay_state(store: Store, session: str) -> dict[str, Any]:
     base_ratio: float | None = None  # the current recipe's confirmed ratio (None: default)
     confirms = 0
     on_base: dict[str, list[str]] = {}  # recipe name -> ideas tested on top of it
+    since_win = 0  # explore sprints on the current recipe after its first winner
     for r in team_store.list_sprints(store, session):
         rec = r["record"]
         if r["kind"] == "explore" and r.get("idea"):
@@ -759,6 +797,8 @@ def _replay_state(store: Store, session: str) -> dict[str, Any]:
         if r["kind"] == "explore":
             if (rec.get("base") or {}).get("name", DEFAULT.name) != base.name:
                 continue  # tested on an earlier recipe: not a winner against the current one
+            if winners:
+                since_win += 1
             part = _winner_part(rec, base)
             if part is not None:
                 winners.append(part)
@@ -798,9 +838,10 @@ def _replay_state(store: Store, session: str) -> dict[str, Any]:
                     base = ArmSpec(p["idea"], tuple(p["use"]), dict(p["options"]), "recipe")
                     base_ratio = res.get("ratio")
                     winners = []
+                    since_win = 0
             candidate = None
     return {"base": base, "winners": winners, "tested": tested, "stacks_tried": stacks_tried,
-            "candidate": candidate, "confirms": confirms,
+            "candidate": candidate, "confirms": confirms, "since_win": since_win,
             "tested_on_base": on_base.get(base.name, [])}
 
 
@@ -820,8 +861,12 @@ def _next(team: Team, state: Mapping[str, Any], seeds: Sequence[int], tokens: fl
                 if n not in state.get("tested_on_base", state["tested"])
                 and (n not in state["tested"] or team.ideas[n].implementation.search)
                 and not _adds_nothing(team.ideas[n], base)]
-    want_stack = len(winners) >= 2 or (len(winners) == 1 and (not untested or
-                                                             (left is not None and left <= 2)))
+    # One winner is stacked on the recipe (and confirmed) once nothing is left to try, the
+    # session is nearly spent (a stack and a confirmation still fit), or a few more ideas have
+    # found no second winner to stack it with.
+    want_stack = len(winners) >= 2 or (len(winners) == 1 and (
+        not untested or (left is not None and left <= 3)
+        or state.get("since_win", 0) >= SINGLE_WINNER_WAIT))
     if want_stack and names not in state["stacks_tried"]:
         return "stack", {"parts": winners, "seeds": list(seeds), "base": base}
     exclude = sorted(set(team.ideas) - set(untested))
@@ -829,7 +874,10 @@ def _next(team: Team, state: Mapping[str, Any], seeds: Sequence[int], tokens: fl
 
 
 def _adds_nothing(idea: Idea, base: ArmSpec) -> bool:
-    """Whether the idea's arm is already part of the base (its switches and options)."""
+    """Whether the idea's arm is already part of the base (its switches and options) and it
+    has nothing to tune (with search ranges, Optuna proposes other values on the new base)."""
+    if idea.implementation.search:
+        return False
     arm = idea.arm
     top, _ = merge(idea.name, [base, ArmSpec(idea.name, tuple(arm.use), dict(arm.options))])
     return set(top.use) == set(base.use) and dict(top.options) == dict(base.options)

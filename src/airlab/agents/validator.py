@@ -3,7 +3,8 @@ terms the loop decides on, and the idea's prediction scored against what was mea
 
 An arm *wins* (the autonomous loop stacks winners) by :func:`arm_wins`: the rubric counts it
 as an improvement (``validate.score_arm``) and its time-to-target ratio is above 1, or its
-time-to-target interval lies above 1 while its final quality is not shown worse.
+time-to-target interval lies above 1 while its final quality is not shown worse (with a
+declared target: the interval lies above 1 and every pair reached the target).
 """
 
 from __future__ import annotations
@@ -56,12 +57,21 @@ class Validation:
         return d
 
 
-def arm_wins(improved: bool, ratio: float | None, ci_low: float | None, quality: str) -> bool:
+def arm_wins(improved: bool, ratio: float | None, ci_low: float | None, quality: str,
+             declared: bool = False, reached: int = 0, n: int = 0) -> bool:
     """The loop's rule for a winner: the rubric counts the arm as an improvement and it gets
     to the baseline's quality sooner (ratio above 1); or its time-to-target interval lies
     above 1 (3 or more reached seed pairs) while its final quality is not shown worse. The
     second case is an arm that reaches the baseline's final quality sooner though its own
-    final value is not shown better or equivalent (e.g. smaller batches: more updates)."""
+    final value is not shown better or equivalent (e.g. smaller batches: more updates).
+
+    ``declared``: the experiment declares its target (the loop on a recipe, whose objective is
+    the default configuration's quality): the quality asked for is that target, so the arm wins
+    when every seed pair reached it and the interval lies above 1, whatever its own final
+    value against the baseline's (a shorter schedule ends worse than the recipe but gets to
+    the target sooner)."""
+    if declared:
+        return ci_low is not None and ci_low > 1.0 and n > 0 and reached == n
     if improved and ratio is not None and ratio > 1.0:
         return True
     return ci_low is not None and ci_low > 1.0 and quality != "worse"
@@ -82,7 +92,8 @@ def arm_results(a: Analysis) -> dict[str, ArmResult]:
             g, lo, hi = (_num(x) for x in eff.ratio.get("train_seconds", (None,) * 3))
             reached, n = eff.reached, eff.n
         quality = row.quality.label if row.quality is not None else "undecided"
-        wins = arm_wins(bool(s.improved), g, lo, quality)
+        wins = arm_wins(bool(s.improved), g, lo, quality, a.spec.get("target") is not None,
+                        reached, n)
         out[row.arm] = ArmResult(row.arm, row.verdict or "undecided", quality, bool(s.improved),
                                  g, lo, hi, reached, n, _num(row.summary.mean), wins)
     return out

@@ -47,12 +47,14 @@ class RunFailed(Exception):
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float, warm_progress: float) -> float:
-    """Linear warmup over ``warmup_steps``, then the schedule over the rest of the budget."""
+    """Linear warmup over ``warmup_steps``, then the schedule up to ``horizon`` (a fraction of
+    the budget), then the schedule's final rate for the rest."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
-    frac = min(1.0, max(0.0, (progress - warm_progress) / max(1e-12, 1 - warm_progress)))
+    span = cfg.horizon - warm_progress
+    frac = 1.0 if span <= 1e-12 else min(1.0, max(0.0, (progress - warm_progress) / span))
     if cfg.schedule == "cosine":
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
     # warmup-stable-decay: hold, then decay linearly over the last 20% of the budget.

@@ -255,3 +255,23 @@ def adopt_results(store: Store, experiment_id: int, *, host: str) -> int:
                 c.execute(insert(metrics), met)
             adopted += 1
     return adopted
+
+
+def finished_values(store: Store, run_keys: list[str], metric: str) -> dict[str, float]:
+    """The metric of a finished run for each run key that has one (the earliest such run)."""
+    from airlab.store.tables import metrics, runs
+
+    out: dict[str, float] = {}
+    if not run_keys:
+        return out
+    with store.reading() as c:
+        rows = c.execute(
+            select(runs.c.run_key, metrics.c.value)
+            .join(metrics, metrics.c.run_id == runs.c.id)
+            .where(runs.c.run_key.in_(sorted(set(run_keys))), runs.c.state == "finished",
+                   metrics.c.name == metric)
+            .order_by(runs.c.id)).all()
+    for key, value in rows:
+        if key not in out and value is not None:
+            out[key] = float(value)
+    return out
