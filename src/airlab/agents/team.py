@@ -63,7 +63,7 @@ SELECTION_SEEDS = (0, 1, 2)
 # the default 8 x 16,384): a time-to-target is interpolated between evaluations, and a recipe
 # that reaches the target at a sixth of the budget would otherwise have one point before it.
 LOOP_OPTIONS = {"eval_points": 16, "eval_tokens": 8192}
-SINGLE_WINNER_WAIT = 4  # explore sprints after a lone winner before it is stacked alone
+SINGLE_WINNER_WAIT = 2  # explore sprints after a lone winner before it is stacked alone
 CONFIRM_SEED_BASE = 10_000  # fresh seeds: 10_000 + 100 * k + i, never used for selection
 MAX_STACK_PARTS = 6
 # Areas whose ideas change the time to reach a quality (the loop's objective). The others
