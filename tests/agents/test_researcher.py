@@ -218,6 +218,28 @@ def test_optuna_trials_live_in_the_lab_store(lab: tuple[Store, Settings]) -> Non
     assert p.options == {} and p.trial is None and "nothing to tune" in p.reasons.lower()
 
 
+def test_the_first_trial_reads_model_fields_left_at_the_presets_values(
+        lab: tuple[Store, Settings]) -> None:
+    """smaller_model declares n_layer 2 and searches n_embd too, which the idea leaves at the
+    preset's 128: the first trial is still the idea as written."""
+    store, settings = lab
+    p = Researcher(store, settings, seed=0).propose(idea="smaller_model")
+    assert p.trial == 0 and p.options == {"n_layer": 2, "n_embd": 128}
+
+
+def test_a_suggestion_equal_to_the_base_is_told_ratio_1_and_not_run(
+        lab: tuple[Store, Settings]) -> None:
+    """On a recipe that already warms up for 20 steps, short_warmup's declared 20 would be an
+    A/A sprint: the study is told ratio 1 for it and the next suggestion is proposed."""
+    store, settings = lab
+    r = Researcher(store, settings, seed=0)
+    p = r.propose(idea="short_warmup", is_base=lambda name, o: o["warmup_steps"] == 20)
+    assert p.trial == 1 and p.options["warmup_steps"] != 20
+    assert "told ratio 1" in p.reasons
+    first = r._study("short_warmup").trials[0]
+    assert first.params == {"warmup_steps": 20} and first.value == 1.0
+
+
 def test_a_trial_left_running_by_a_dead_sprint_is_resumed(lab: tuple[Store, Settings]) -> None:
     store, settings = lab
     code = ("import sys, json; from airlab.store import Store; "

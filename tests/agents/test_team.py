@@ -208,6 +208,17 @@ def test_a_lone_winner_is_stacked_after_a_few_ideas_find_no_partner() -> None:
     assert _next(team, _replay_state(store, "v"), [0, 1, 2], 4000, left=3)[0] == "stack"
 
 
+def test_an_idea_whose_values_the_base_already_has_is_the_base() -> None:
+    s = get_settings()
+    team = Team(Store(s.db_url), s, None, seed=0)  # type: ignore[arg-type]  # decisions only
+    recipe = ArmSpec("r", ("rope",), {"warmup_steps": 20})
+    assert team._is_base("short_warmup", {"warmup_steps": 20}, recipe)
+    assert not team._is_base("short_warmup", {"warmup_steps": 30}, recipe)
+    assert team._is_base("small_batch", {"batch_size": 12}, recipe)  # the default batch
+    assert team._is_base("small_batch", {"batch_size": 12}, DEFAULT)
+    assert not team._is_base("small_batch", {"batch_size": 6}, DEFAULT)
+
+
 def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
         shared_data: Path) -> None:
     """Explore sprints on a recipe declare the default configuration's quality (its stored

@@ -40,7 +40,7 @@ import math
 import socket
 import time
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,7 @@ QUALITY = {"val_loss": -LOSS_PER_NAT, "train_loss": -LOSS_PER_NAT,
            "val_bpc": -LOSS_PER_NAT * math.log(2), "val_acc": LOSS_PER_NAT}
 TOPIC_KEEP = 0.6  # --topic keeps ideas at least this share of the best match's similarity
 TOPIC_MIN, TOPIC_MAX = 3, 8  # ... and at least / at most this many
+MAX_BASE_SKIPS = 5  # suggestions equal to the base told ratio 1 before one is run anyway
 STARTUP_TRIALS = 4  # TPE samples at random until an idea has this many finished trials
 FOREIGN_STALE_S = 6 * 3600  # a running trial of another host is abandoned after this long
 OWNER_ATTR = "airlab_owner"
@@ -438,8 +439,13 @@ class Researcher:
     # -- choosing ------------------------------------------------------------------------------
 
     def propose(self, *, topic: str | None = None, area: str | None = None,
-                idea: str | None = None, exclude: Collection[str] = ()) -> Proposal:
-        """Three candidates from different aspects and the chosen one, with its options."""
+                idea: str | None = None, exclude: Collection[str] = (),
+                is_base: Callable[[str, Mapping[str, Any]], bool] | None = None) -> Proposal:
+        """Three candidates from different aspects and the chosen one, with its options.
+
+        ``is_base(idea, options)``: whether the idea with these options is the configuration it
+        is tested against (a tuned idea on a recipe that already holds its values); such a
+        suggestion is told to its study as ratio 1, which it is by definition, and not run."""
         from airlab.agents.status import idea_statuses
 
         if idea is not None and idea not in self.ideas:
@@ -485,7 +491,7 @@ class Researcher:
             else:  # all of them are stored: the best one is chosen, and said to be a repeat
                 chosen_name, skipped = ranked[0], []
         picked = _three(ranked, chosen_name, self.ideas)
-        options, trial, resumed, tuned_note = self._tune(chosen_name, recheck)
+        options, trial, resumed, tuned_note = self._tune(chosen_name, recheck, is_base)
         cands = []
         for n in picked:
             nov = novelty.get(n) if n != chosen_name or not options else None
@@ -605,7 +611,9 @@ class Researcher:
         return optuna.create_study(study_name=study_name(name), storage=self._storage,
                                    direction="maximize", sampler=sampler, load_if_exists=True)
 
-    def _tune(self, name: str, recheck: bool) -> tuple[dict[str, Any], int | None, bool, str]:
+    def _tune(self, name: str, recheck: bool,
+              is_base: Callable[[str, Mapping[str, Any]], bool] | None = None
+              ) -> tuple[dict[str, Any], int | None, bool, str]:
         """Options for the idea's arm: (options, trial number, resumed, a sentence)."""
         space = search_space(self.ideas[name])
         if not space:
@@ -640,11 +648,22 @@ class Researcher:
             if first:
                 study.enqueue_trial(first)
                 how = "the idea's declared values (the first trial tests it as written)"
-        # Reseeded per trial: the same seed and store give the same suggestion, and each new
-        # trial of a study gets a fresh stream rather than the first trial's values again.
-        study = self._study(name, seed=_mix(self.seed, name, len(trials)))
-        trial = study.ask()
-        options = {opt: dim.suggest(trial, opt) for opt, dim in sorted(space.items())}
+        skipped = 0
+        while True:
+            # Reseeded per trial: the same seed and store give the same suggestion, and each
+            # new trial of a study gets a fresh stream rather than the first trial's values.
+            study = self._study(name, seed=_mix(self.seed, name, len(trials) + skipped))
+            trial = study.ask()
+            options = {opt: dim.suggest(trial, opt) for opt, dim in sorted(space.items())}
+            if is_base is None or recheck or skipped >= MAX_BASE_SKIPS \
+                    or not is_base(name, options):
+                break
+            trial.set_user_attr("airlab_note", "the configuration tested against: ratio 1")
+            study.tell(trial, 1.0)
+            skipped += 1
+        if skipped:
+            how += (f"; {skipped} suggestion(s) equal to the configuration it is tested against "
+                    f"were told ratio 1 and not run")
         trial.set_user_attr(OWNER_ATTR, me)
         trial.set_user_attr("airlab_seed", self.seed)
         trial.set_user_attr("airlab_started", time.time())
@@ -665,11 +684,14 @@ class Researcher:
                           options={**spec.options, **arm.options}, settings=self.settings)
         except AirlabError:
             return {}
+        from airlab.run.workloads import get_workload
+
+        model = {**get_workload(cfg.workload).model_defaults(cfg.preset), **cfg.model}
         out: dict[str, Any] = {}
         for opt, dim in space.items():
             v: Any = arm.options.get(opt)
             if v is None:
-                v = cfg.options.get(opt, getattr(cfg, opt, cfg.model.get(opt)))
+                v = cfg.options.get(opt, getattr(cfg, opt, model.get(opt)))
             if v is not None and _inside(dim, v):
                 out[opt] = int(v) if dim.is_int else v
         return out if len(out) == len(space) else {}

@@ -310,7 +310,8 @@ class Team:
             if rec.get("idea"):
                 self._check_code(self._idea(rec["idea"]))
             p = r.propose(topic=rec.get("topic"), area=rec.get("area"), idea=rec.get("idea"),
-                          exclude=rec.get("exclude") or ())
+                          exclude=rec.get("exclude") or (),
+                          is_base=lambda name, opts: self._is_base(name, opts, base))
             d = p.to_dict()
             chosen = p.chosen
             others = ", ".join(c.idea for c in p.candidates if c.idea != chosen.idea)
@@ -437,6 +438,30 @@ class Team:
             options=self.options, rate=self._rate(),
             hypothesis=f"Recipe {recipe.name} still reaches the default configuration's "
                        "quality sooner on fresh seeds.")
+
+    def _is_base(self, name: str, options: Mapping[str, Any], base: ArmSpec) -> bool:
+        """Whether idea ``name`` with ``options``, stacked on ``base`` as an explore sprint
+        would, resolves to the base's own configuration (the same run key)."""
+        from airlab.plan import resolve
+
+        idea = self._idea(name)
+        me, arm = idea.minimum_experiment, idea.arm
+        on_default = base.name == DEFAULT.name and not base.use and not base.options
+        mine = ArmSpec(name, tuple(arm.use), {**arm.options, **options})
+        if on_default:  # as _design: the idea's arm against the idea's baseline
+            ref, top = ArmSpec("base", tuple(me.baseline.use), dict(me.baseline.options)), mine
+        else:  # stacked on the recipe
+            ref, (top, _) = base, merge(name, [base, mine])
+
+        def key(a: ArmSpec) -> str:
+            return resolve(workload=me.workload, preset=me.preset, dataset=me.dataset,
+                           budget={"tokens": 1000.0}, seed=0, use=list(a.use),
+                           options={**me.options, **self.options, **a.options},
+                           settings=self.settings).run_key
+        try:
+            return key(top) == key(ref)
+        except AirlabError:
+            return False
 
     def _default_target(self, tokens: float, seeds: Sequence[int],
                         options: Mapping[str, Any]) -> float | None:
@@ -823,7 +848,8 @@ def _replay_state(store: Store, session: str) -> dict[str, Any]:
             parts = (rec.get("proposal") or {}).get("parts") or []
             res = ((rec.get("validation") or {}).get("arms") or {}).get("recipe") or {}
             # It holds if it still wins against the default configuration on fresh seeds and
-            # beats the current recipe's confirmed ratio (both measured on fresh seeds).
+            # beats the current recipe's latest ratio against it (measured beside the stack
+            # in the stack sprint, else the recipe's own confirmation): docs/team.md.
             holds = bool(res.get("wins")) and (res.get("ci_low") is None or res["ci_low"] > 1)
             if holds and base_ratio is not None and (res.get("ratio") or 0) <= base_ratio:
                 holds = False

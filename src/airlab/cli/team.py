@@ -292,12 +292,12 @@ def _print_leaderboard(store: Any, session: str | None, as_json: bool = False) -
                     "(x faster, 95 % interval)")
     for c in ("recipe", "status", "switches", "selection", "seeds", "confirmation (fresh)",
               "seeds "):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # long recipe names wrap: rows must stay apart
     for r in rows:
         sel, conf = r["selection"], r["confirmation"]
         flags = " ".join(f"--use_{u}" for u in r["use"])
         flags += "".join(f" --{k}={v}" for k, v in r["options"].items())
-        t.add_row(r["recipe"], r["status"], flags.strip(), _ratio(sel),
+        t.add_row(r["recipe"].replace("+", " + "), r["status"], flags.strip(), _ratio(sel),
                   ",".join(map(str, sel.get("seeds", []))), _ratio(conf),
                   ",".join(map(str, conf.get("seeds", []))))
     console.print(t)

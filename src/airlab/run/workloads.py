@@ -66,6 +66,11 @@ class Workload:
     def model_fields(self, preset: str) -> set[str]:
         raise NotImplementedError
 
+    def model_defaults(self, preset: str) -> dict[str, Any]:
+        """The model fields' values when a config leaves them out (the preset's, else the
+        model's defaults); empty where the workload does not know them."""
+        return {}
+
     def check(self, config: TrainConfig) -> None:
         """Raise AirlabError if the model part of the config cannot be built."""
 
@@ -205,6 +210,12 @@ class CharLM(Workload):
         from airlab.models import GPTConfig
 
         return {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+
+    def model_defaults(self, preset: str) -> dict[str, Any]:
+        from airlab.models import PRESETS, GPTConfig
+
+        return {**{f.name: f.default for f in fields(GPTConfig)},
+                **lookup(PRESETS, preset, "charlm preset")}
 
     def check(self, config: TrainConfig) -> None:
         from airlab.models import PRESETS, GPTConfig
