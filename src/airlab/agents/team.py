@@ -399,7 +399,7 @@ class Team:
             if target is not None:
                 d.notes.append(f"time to target at the default configuration's quality: "
                                f"val_loss {target:.4f}, the mean final of its runs on seeds "
-                               f"{', '.join(map(str, seeds))} at {budget:,.0f} tokens")
+                               f"{', '.join(map(str, seeds or ()))} at {budget:,.0f} tokens")
             return d
         parts = [ArmSpec(p["idea"], tuple(p.get("use") or ()), dict(p.get("options") or {}))
                  for p in prop["parts"]]
