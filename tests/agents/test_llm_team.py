@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chat_server import ChatServer, json_reply
+from listener import Listener
 
 from airlab.agents.llm import LLMUnavailable
 from airlab.agents.llm_roles import (
@@ -243,35 +242,15 @@ def test_a_spent_token_budget_warns_once_and_the_sprint_goes_on(shared_data: Pat
 def test_an_escaping_technique_is_a_failed_implementation(shared_data: Path) -> None:
     # A listener the generated code tries to reach: the sandbox has no network, so nothing
     # may ever connect to it.
-    lsn = socket.socket()
-    lsn.bind(("127.0.0.1", 0))
-    lsn.listen(5)
-    lsn.settimeout(0.2)
-    port = lsn.getsockname()[1]
-    hits: list[Any] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                hits.append(lsn.accept())
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    bad = GOOD_CODE.replace("import torch\n", "import socket\n\nimport torch\n\n"
-                            f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\n")
-    try:
+    with Listener() as lsn:
+        bad = GOOD_CODE.replace("import torch\n", "import socket\n\nimport torch\n\n"
+                                f"socket.create_connection(('127.0.0.1', {lsn.port}), "
+                                "timeout=2)\n")
         with ChatServer() as srv:
             script_team(srv, bad, coder_answers=3)
             p = airlab(["sprint", "--minutes", "2", *TINY], env=model_env(srv))
             assert p.returncode == 0, p.stdout + p.stderr
-    finally:
-        stop.set()
-        t.join(2)
-        lsn.close()
-    assert hits == []
+        assert lsn.close() == []
     row = sprint_row("sprints", 1)
     rec = row["record"]
     (failed,) = rec["failed_implementations"]

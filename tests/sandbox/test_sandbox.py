@@ -5,14 +5,13 @@ running binaries and signalling its parent. Each case runs real code in a real s
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
+from listener import Listener
 
 import airlab.sandbox as sandbox
 from airlab.errors import AirlabError
@@ -56,27 +55,12 @@ def test_a_plain_run_works_in_its_private_folder(tmp_path: Path) -> None:
 
 @needs_bwrap
 def test_network_to_a_local_server_is_refused(tmp_path: Path) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(5)
-    port = server.getsockname()[1]
-    accepted: list[object] = []
-
-    def accept() -> None:
-        try:
-            accepted.append(server.accept())
-        except OSError:
-            pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    r = run(f"""
-        import socket
-        socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"stolen")
-    """, tmp_path)
-    server.close()
-    t.join(6)
+    with Listener() as server:
+        r = run(f"""
+            import socket
+            socket.create_connection(("127.0.0.1", {server.port}), timeout=3).sendall(b"stolen")
+        """, tmp_path)
+        accepted = server.close()
     assert not r.ok and not accepted  # the server never saw a connection
     assert "Connection refused" in r.reason, r.reason
 

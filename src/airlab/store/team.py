@@ -180,14 +180,19 @@ def sprint_by_id(store: Store, sprint_id: int) -> dict[str, Any] | None:
     return None if r is None else _row(r)
 
 
-def list_sprints(store: Store, session: str | None = None) -> list[dict[str, Any]]:
-    if not store.has_table("sprints"):
+def _in_session(store: Store, table: Table, session: str | None) -> list[dict[str, Any]]:
+    """The rows of ``table`` (of one session, or all), oldest first; none before it exists."""
+    if not store.has_table(table.name):
         return []
-    q = select(sprints).order_by(sprints.c.id)
+    q = select(table).order_by(table.c.id)
     if session is not None:
-        q = q.where(sprints.c.session == session)
+        q = q.where(table.c.session == session)
     with store.reading() as c:
         return [_row(r) for r in c.execute(q)]
+
+
+def list_sprints(store: Store, session: str | None = None) -> list[dict[str, Any]]:
+    return _in_session(store, sprints, session)
 
 
 def save_recipe(store: Store, session: str, name: str, *, recipe: Mapping[str, Any],
@@ -207,13 +212,7 @@ def save_recipe(store: Store, session: str, name: str, *, recipe: Mapping[str, A
 
 
 def list_recipes(store: Store, session: str | None = None) -> list[dict[str, Any]]:
-    if not store.has_table("recipes"):
-        return []
-    q = select(recipes).order_by(recipes.c.id)
-    if session is not None:
-        q = q.where(recipes.c.session == session)
-    with store.reading() as c:
-        return [_row(r) for r in c.execute(q)]
+    return _in_session(store, recipes, session)
 
 
 def adopt_results(store: Store, experiment_id: int, *, host: str) -> int:
