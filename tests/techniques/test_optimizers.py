@@ -130,3 +130,43 @@ def test_lion_switch_sets_a_smaller_lr_and_larger_decay() -> None:
     assert lion.lr * lion.weight_decay == pytest.approx(base.lr * base.weight_decay)
     explicit = resolve(budget={"tokens": 4000}, use=["lion"], options={**MICRO, "lr": 1e-4})
     assert explicit.lr == 1e-4  # an explicit option beats the switch
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_torch_optimizers_take_the_fused_path_with_the_same_update(name: str) -> None:
+    """AdamW and SGD are built with torch's fused kernel where it has one (CPU float32 here):
+    the same update as the default foreach path, to float rounding, over a few real steps."""
+    def steps(fused: bool | None) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 4))
+        opt = OPTIMIZERS[name](model, lr=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99)
+        if not fused:  # the same groups and settings on torch's default path
+            opt = type(opt)([{k: v for k, v in g.items() if k != "fused"}
+                             for g in opt.param_groups])
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            x = torch.randn(32, 8, generator=gen)
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return opt, [p.detach().clone() for p in model.parameters()]
+
+    opt, fused = steps(True)
+    assert opt.defaults["fused"] is True
+    ref_opt, ref = steps(None)
+    assert not ref_opt.defaults.get("fused")
+    torch.manual_seed(0)
+    init = [p.detach() for p in nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16),
+                                              nn.Linear(16, 4)).parameters()]
+    apart = max(float((a - b).abs().max()) for a, b in zip(fused, ref, strict=True))
+    moved = min(float((a - b).abs().max()) for a, b in zip(fused, init, strict=True))
+    assert apart < 1e-5 and moved > 1e-3, (apart, moved)  # every tensor trained, both alike
+
+
+def test_fused_falls_back_where_torch_has_no_kernel() -> None:
+    """Complex parameters have no fused AdamW kernel: the default path is taken, not an error."""
+    model = nn.Linear(4, 4).to(torch.complex64)
+    opt = OPTIMIZERS["adamw"](model, lr=1e-3, weight_decay=0.0, beta1=0.9, beta2=0.99)
+    assert not opt.defaults.get("fused")
+    model(torch.ones(2, 4, dtype=torch.complex64)).abs().sum().backward()
+    opt.step()

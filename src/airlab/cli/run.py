@@ -70,6 +70,10 @@ def run(
     if enqueue:
         _enqueue(s, retry_failed=retry_failed, fresh=fresh)
         return
+    if executor_kind == "local":  # the spec is good: start the workers' imports now
+        from airlab.executors.local import warm_up
+
+        warm_up()
     if until_decisive:
         from airlab.cli.results import decide_spec
 
@@ -263,6 +267,9 @@ def train(
         raise AirlabError(f"give one budget, got {', '.join('--' + k for k in budget)}")
     cfg = resolve(workload=workload, preset=preset, dataset=dataset, budget=budget, seed=seed,
                   use=use, options=options, settings=settings())
+    from airlab.executors.local import warm_up
+
+    warm_up()  # the run is valid: its worker's imports overlap with opening the store
     name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.run_key[:6]}"
     spec = ExperimentSpec(name=name, hypothesis="single run (airlab train)", workload=workload,
                           preset=cfg.preset, dataset=cfg.dataset, budget=budget,

@@ -18,15 +18,38 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _fused(cls: Callable[..., torch.optim.Optimizer], groups: list[dict[str, Any]],
+           **kw: Any) -> torch.optim.Optimizer:
+    """``cls`` with its fused kernel (one pass over all parameters) where torch has one for
+    these parameters' device and dtype, else torch's default (foreach) path.
+
+    The same update either way, to float rounding. Measured on the tiny preset, 1 thread, CPU:
+    an AdamW step takes 0.63 ms fused against 3.6 ms foreach, next to a 53 ms forward and
+    backward (benchmarks/bench_trainer.py measures the whole loop)."""
+    params = [q for g in groups for q in g["params"]]
+    # torch checks some of this only at the first step (complex parameters), so look first.
+    if all(q.is_floating_point() and q.layout == torch.strided
+           and q.device.type in _FUSED_DEVICES for q in params):
+        try:
+            return cls(groups, fused=True, **kw)
+        except (RuntimeError, ValueError, TypeError):  # no fused kernel after all
+            pass
+    return cls(groups, **kw)
+
+
+_FUSED_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
+
+
 def _adamw(model: nn.Module, *, lr: float, weight_decay: float, beta1: float, beta2: float,
            **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(beta1, beta2))
+    return _fused(torch.optim.AdamW, _param_groups(model, weight_decay), lr=lr,
+                  betas=(beta1, beta2))
 
 
 def _sgd(model: nn.Module, *, lr: float, weight_decay: float, beta1: float,
          **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(_param_groups(model, weight_decay), lr=lr, momentum=beta1,
-                           nesterov=beta1 > 0)
+    return _fused(torch.optim.SGD, _param_groups(model, weight_decay), lr=lr, momentum=beta1,
+                  nesterov=beta1 > 0)
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": _adamw, "sgd": _sgd}
