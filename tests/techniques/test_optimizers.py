@@ -163,6 +163,7 @@ def test_torch_optimizers_take_the_fused_path_with_the_same_update(name: str) ->
     assert apart < 1e-5 and moved > 1e-3, (apart, moved)  # every tensor trained, both alike
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules:UserWarning")
 def test_fused_falls_back_where_torch_has_no_kernel() -> None:
     """Complex parameters have no fused AdamW kernel: the default path is taken, not an error."""
     model = nn.Linear(4, 4).to(torch.complex64)
