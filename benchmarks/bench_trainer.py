@@ -188,10 +188,11 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                 "eval_tokens", 16384),
             "overhead": 1 - train_s / (workers * wall),
             "overhead_eval": eval_s / (workers * wall),
+            # Every worker waits for these two spans (shares of workers x wall = of wall).
             # Until the first run starts, the pool imports torch: the import any PyTorch script
-            # pays (one process here, not one per run).
-            "overhead_start": workers * (first_start[0] - t0) / (workers * wall),
-            "overhead_after": workers * (wall - (last_result[0] - t0)) / (workers * wall),
+            # pays (one process here, not one per run); after the last run, the parent analyses.
+            "overhead_start": (first_start[0] - t0) / wall,
+            "overhead_after": (wall - (last_result[0] - t0)) / wall,
             "overhead_rest": 1 - (train_s + eval_s) / (workers * wall)}
 
 
