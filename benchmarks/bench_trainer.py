@@ -184,8 +184,8 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
             "sum_eval_s": eval_s, "sum_setup_s": setup_s, "sum_sample_s": sample_s,
             "sum_worker_wall_s": worker_s, "first_run_start_s": first_start[0] - t0,
             "after_last_run_s": wall - (last_result[0] - t0),
-            "eval_tokens_per_run": (spec.options["eval_points"] + 1) * runs[0]["config"].get(
-                "eval_tokens", 16384),
+            "eval_tokens_per_run": (runs[0]["config"]["eval_points"] + 1)
+            * runs[0]["config"]["eval_tokens"],
             "overhead": 1 - train_s / (workers * wall),
             "overhead_eval": eval_s / (workers * wall),
             # Every worker waits for these two spans (shares of workers x wall = of wall).

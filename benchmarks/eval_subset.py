@@ -81,13 +81,13 @@ def main() -> int:
           "subset error |")
     print("|---:|---:|---:|")
     rnd = random.Random(0)
+    base = per_window["base", 0]
     for size in SIZES:
         k = min(n, size // T)
         err_d, err_1 = [], []
         for _ in range(args.subsets):
             idx = torch.tensor(rnd.sample(range(n), k))
             err_d.append(float(diff[0][idx].mean() - diff[0].mean()))
-            base = per_window["base", 0]
             err_1.append(float(base[idx].mean() - base.mean()))
         print(f"| {k * T:,} | {statistics.pstdev(err_d):.4f} | {statistics.pstdev(err_1):.4f} |")
     return 0

@@ -223,6 +223,7 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
         shared_data: Path) -> None:
     """Explore sprints on a recipe declare the default configuration's quality (its stored
     finals at the session's budget and seeds) as the time-to-target value."""
+    from airlab.agents.knowledge import MinimumExperiment
     from airlab.executors.local import LocalExecutor
     from airlab.experiment import run_experiment
     from airlab.spec import ExperimentSpec
@@ -230,9 +231,10 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
     s = get_settings()
     store = Store(s.db_url)
     ex = LocalExecutor(2, settings=s)
+    me = MinimumExperiment()  # charlm, tiny, shakespeare, no options: the default's own
     try:
         team = Team(store, s, ex, seed=0, options=TINY)
-        assert team._default_target(3000, [0, 1], {}) is None  # nothing stored yet
+        assert team._default_target(me, 3000, [0, 1]) is None  # nothing stored yet
         spec = ExperimentSpec.model_validate({
             "name": "defaults", "workload": "charlm", "preset": "tiny",
             "dataset": "shakespeare", "budget": {"tokens": 3000}, "options": TINY,
@@ -243,8 +245,8 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
     exp = store.experiment("defaults")
     finals = store.metrics([r["id"] for r in store.runs(exp["id"])])
     want = sum(m["val_loss"] for m in finals.values()) / 2
-    assert team._default_target(3000, [0, 1], {}) == pytest.approx(want)
-    assert team._default_target(3000, [0, 1, 2], {}) is None  # seed 2 was never run
+    assert team._default_target(me, 3000, [0, 1]) == pytest.approx(want)
+    assert team._default_target(me, 3000, [0, 1, 2]) is None  # seed 2 was never run
 
 
 def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airlab.agents.architect import Architect, ArmSpec, Design
 from airlab.agents.coder import Coder, merge
-from airlab.agents.knowledge import Idea, load_ideas
+from airlab.agents.knowledge import Idea, MinimumExperiment, load_ideas
 from airlab.agents.llm_roles import (
     ModelRoles,
     attach_technique_files,
@@ -387,7 +387,7 @@ class Team:
             # arms' time to it is measured against the recipe's (a declared target), so an idea
             # that trades late quality for early speed (a shorter schedule) can win.
             target = None if on_default or not seeds else \
-                self._default_target(budget, seeds, me.options)
+                self._default_target(me, budget, seeds)
             d = self.architect.design(
                 name=_name(session, number, idea.name), baseline=baseline, arms=arms,
                 workload=me.workload, preset=me.preset, dataset=me.dataset,
@@ -442,8 +442,6 @@ class Team:
     def _is_base(self, name: str, options: Mapping[str, Any], base: ArmSpec) -> bool:
         """Whether idea ``name`` with ``options``, stacked on ``base`` as an explore sprint
         would, resolves to the base's own configuration (the same run key)."""
-        from airlab.plan import resolve
-
         idea = self._idea(name)
         me, arm = idea.minimum_experiment, idea.arm
         on_default = base.name == DEFAULT.name and not base.use and not base.options
@@ -453,26 +451,25 @@ class Team:
         else:  # stacked on the recipe
             ref, (top, _) = base, merge(name, [base, mine])
 
-        def key(a: ArmSpec) -> str:
-            return resolve(workload=me.workload, preset=me.preset, dataset=me.dataset,
-                           budget={"tokens": 1000.0}, seed=0, use=list(a.use),
-                           options={**me.options, **self.options, **a.options},
-                           settings=self.settings).run_key
         try:
-            return key(top) == key(ref)
+            return self._run_key(me, top, 1000.0, 0) == self._run_key(me, ref, 1000.0, 0)
         except AirlabError:
             return False
 
-    def _default_target(self, tokens: float, seeds: Sequence[int],
-                        options: Mapping[str, Any]) -> float | None:
-        """The default configuration's mean final val_loss at ``tokens`` on ``seeds``, from its
-        finished runs in the store; None unless every seed has one."""
+    def _run_key(self, me: MinimumExperiment, arm: ArmSpec, tokens: float, seed: int) -> str:
+        """The run key of ``arm`` in an experiment of ``me``'s kind with this team's options."""
         from airlab.plan import resolve
 
-        keys = [resolve(workload="charlm", preset="tiny", dataset="shakespeare",
-                        budget={"tokens": float(tokens)}, seed=int(s),
-                        options={**options, **self.options}, settings=self.settings).run_key
-                for s in seeds]
+        return resolve(workload=me.workload, preset=me.preset, dataset=me.dataset,
+                       budget={"tokens": float(tokens)}, seed=int(seed), use=list(arm.use),
+                       options={**me.options, **self.options, **arm.options},
+                       settings=self.settings).run_key
+
+    def _default_target(self, me: MinimumExperiment, tokens: float,
+                        seeds: Sequence[int]) -> float | None:
+        """The default configuration's mean final val_loss at ``tokens`` on ``seeds``, from its
+        finished runs in the store; None unless every seed has one."""
+        keys = [self._run_key(me, DEFAULT, tokens, s) for s in seeds]
         found = team_store.finished_values(self.store, keys, "val_loss")
         if len(found) < len(set(keys)):
             return None

@@ -203,14 +203,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def _rotate_half_t(y: torch.Tensor) -> torch.Tensor:
-    # The transpose of _rotate_half (a rotation's inverse): (y1, y2) -> (y2, -y1).
-    y1, y2 = y.chunk(2, dim=-1)
-    return torch.cat((y2, -y1), dim=-1)
-
-
 class _RopeFn(torch.autograd.Function):
-    """out = x cos + rot(x) sin, with the gradient written out: dx = g cos + rot^T(g sin).
+    """out = x cos + rot(x) sin, with the gradient written out: dx = g cos + rot^T(g sin),
+    where rot^T = -rot (a quarter turn's transpose is its inverse).
 
     The same arithmetic as autograd of the formula with about half the element-wise passes
     in the backward (no saved intermediates beyond cos and sin)."""
@@ -223,7 +218,7 @@ class _RopeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         cos, sin = ctx.saved_tensors
-        return g * cos + _rotate_half_t(g * sin), None, None
+        return g * cos - _rotate_half(g * sin), None, None
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
