@@ -95,19 +95,25 @@ def test_random_mappings(data: dict[Any, Any]) -> None:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
-    """The good spec with a few fields (top-level or in an arm) replaced by random values."""
+    """The good spec with a few fields (top-level or in an arm) replaced by random values.
+
+    A mutation into an arm or its options is dropped when an earlier one already replaced that
+    container (``arms: null``, ``options: 3``): there is nothing left to write into."""
     spec = copy.deepcopy(GOOD)
     for _ in range(draw(st.integers(1, 3))):
         where = draw(st.sampled_from(["top", "arm", "budget", "options"]))
         key, value = draw(st.sampled_from(FIELDS)), draw(values)
+        i = draw(st.integers(0, 1)) if where == "arm" else 1
+        arms = spec.get("arms")
+        arm = arms[i] if isinstance(arms, list) and len(arms) > i else None
         if where == "top":
             spec[key] = value
-        elif where == "arm":
-            spec["arms"][draw(st.integers(0, 1))][key] = value
+        elif where == "arm" and isinstance(arm, dict):
+            arm[key] = value
         elif where == "budget":
             spec["budget"] = {draw(st.sampled_from(["tokens", "samples", "seconds", key])): value}
-        else:
-            spec["arms"][1]["options"][key] = value
+        elif where == "options" and isinstance(arm, dict) and isinstance(arm.get("options"), dict):
+            arm["options"][key] = value
     return spec
 
 
