@@ -288,12 +288,15 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
             and (_claimable(r) or r["state"] == "incomplete")]  # a time box's cut: run again
     if spec.techniques:
         from airlab.executors.sandboxed import SandboxedExecutor, uses_technique_files
-    if spec.techniques and (kind != "prerequisite" or uses_technique_files(plans)):
-        # Generated technique code runs only in the sandbox; every arm of the spec runs there,
-        # so the arms are measured under the same conditions.
-        executor = SandboxedExecutor(settings, [Path(f) for f in spec.techniques],
-                                     threads=int(getattr(executor, "threads", 1) or 1),
-                                     allow_unsafe=settings.unsafe_no_sandbox)
+
+        if uses_technique_files(plans):
+            # A run of generated code trains in the sandbox and is measured by a process that
+            # never imports it; every other run of the spec imports no technique file at all.
+            executor = SandboxedExecutor(
+                settings, [Path(f) for f in spec.techniques],
+                workers=int(getattr(executor, "workers", 1) or 1),
+                threads=int(getattr(executor, "threads", 1) or 1),
+                allow_unsafe=settings.unsafe_no_sandbox)
     reporter.start(total=len(rows), done=len(rows) - len(todo))
     try:
         done = execute_claimed(store, executor, owner=owner_id(), experiment_ids=[exp_id],

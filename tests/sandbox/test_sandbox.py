@@ -23,9 +23,8 @@ FAST = Limits(address_space_mb=1024, cpu_s=20, processes=32, file_size_mb=16, wa
 
 
 def run(code: str, tmp_path: Path, limits: Limits = FAST, **kw: object) -> SandboxResult:
-    work = tmp_path / "work"
-    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], workdir=work,
-                         limits=limits, **kw)  # type: ignore[arg-type]
+    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], limits=limits,
+                         **kw)  # type: ignore[arg-type]
 
 
 def test_protections_say_what_is_in_force() -> None:
@@ -40,17 +39,83 @@ def test_protections_say_what_is_in_force() -> None:
 
 @needs_bwrap
 def test_a_plain_run_works_in_its_private_folder(tmp_path: Path) -> None:
+    """It reads its input on stdin, writes in its private folder, and hands its result back
+    through the result pipe (the parent reads no file the code could have written)."""
     r = run("""
-        import os
-        open("out.txt", "w").write("written")
+        import os, sys
+        open("out.txt", "w").write(sys.stdin.read())
         print(os.getcwd(), os.getuid(), os.environ["HOME"])
-    """, tmp_path)
+        os.write(int(os.environ["SANDBOX_RESULT_FD"]), open("out.txt", "rb").read())
+    """, tmp_path, stdin="written")
     assert r.ok, r.reason
     cwd, uid, home = r.stdout.split()
     assert cwd == home == sandbox.WORKDIR
     if os.geteuid() == 0:
         assert uid != "0"  # dropped to the unprivileged user
-    assert (tmp_path / "work" / "out.txt").read_text() == "written"
+    assert r.output == b"written"
+
+
+@needs_bwrap
+def test_the_writable_folders_have_a_disk_quota(tmp_path: Path) -> None:
+    """The private folder and /tmp are tmpfs mounts of ``disk_mb``: however many files the
+    code writes, the total stops there (once 800 MB went to the folder, 400 MB to /tmp)."""
+    for folder in (".", "/tmp"):
+        r = run(f"""
+            for i in range(64):
+                with open("{folder}/fill-%d" % i, "wb") as f:
+                    f.write(b"x" * (4 << 20))
+        """, tmp_path, Limits(disk_mb=32, wall_s=60))
+        assert r.killed_by == "disk", (folder, r.reason)
+        assert "disk quota of 32 MB reached" in r.reason
+
+
+@needs_bwrap
+def test_memory_and_cpu_limits_hold_for_the_whole_process_tree(tmp_path: Path) -> None:
+    """Per-process limits do not stop four processes of 150 MB each; the parent's watch over
+    the tree's resident memory does."""
+    r = run("""
+        import os, time
+        for _ in range(4):
+            if os.fork() == 0:
+                block = bytearray(150 << 20)
+                block[::4096] = b"x" * len(block[::4096])  # touch every page
+                time.sleep(60)
+        time.sleep(60)
+    """, tmp_path, Limits(address_space_mb=1024, memory_mb=400, wall_s=90))
+    assert r.killed_by == "memory", r.reason
+    assert "memory limit of 400 MB for the sandbox's processes" in r.reason
+
+
+@needs_bwrap
+def test_a_frozen_tree_computes_nothing(tmp_path: Path) -> None:
+    """freeze() stops every process of the tree (threads and children included): its CPU time
+    stands still until thaw()."""
+    import time
+
+    from airlab.sandbox import start_sandboxed
+
+    sp = start_sandboxed([sys.executable, "-c", textwrap.dedent("""
+        import os, threading
+        def spin():
+            while True:
+                pass
+        threading.Thread(target=spin, daemon=True).start()
+        if os.fork() == 0:
+            spin()
+        spin()
+    """)], limits=Limits(wall_s=60))
+    try:
+        time.sleep(1.5)
+        sp.freeze()
+        frozen_at = sp.cpu_seconds()
+        time.sleep(1.0)
+        assert sp.cpu_seconds() - frozen_at < 0.05
+        sp.thaw()
+        time.sleep(1.0)
+        assert sp.cpu_seconds() - frozen_at > 0.5
+    finally:
+        sp.kill("test", "done")
+        sp.finish()
 
 
 @needs_bwrap
@@ -194,7 +259,6 @@ def test_no_binaries_are_reachable(tmp_path: Path) -> None:
     """, tmp_path)
     assert "RAN" not in r.stdout and "system 32512" in r.stdout  # 127 << 8: no /bin/sh
     assert r.stdout.count("missing") == 3
-    assert not (tmp_path / "work" / "shell.txt").exists()
     assert "FileNotFoundError" in r.reason, r.reason
 
 

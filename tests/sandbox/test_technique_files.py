@@ -130,7 +130,8 @@ def test_a_spec_with_technique_files_runs_in_the_sandbox(tmp_path: Path) -> None
                                str(folder / "techniques" / "escape.py")]
     settings = get_settings()
     store = Store(settings.db_url)
-    # The executor given is replaced: runs of a spec with technique files never run in-process.
+    # The executor given is replaced: a run of generated code trains in the sandbox, measured by
+    # a worker of the local pool that never imports it.
     out = run_experiment(spec, store, InProcessExecutor(settings=settings), settings=settings,
                          rate=False)
     exp = store.experiment("file_techniques")
@@ -142,7 +143,9 @@ def test_a_spec_with_technique_files_runs_in_the_sandbox(tmp_path: Path) -> None
     assert len(rows) == 6 and out.runs.failed == 2
     for arm in ("baseline", "shrink"):
         assert [r["state"] for r in by_arm[arm]] == ["finished", "finished"], by_arm[arm]
-        assert all(r["info"].get("sandbox") for r in by_arm[arm])
+    # Only the runs that use a technique file run it (in the sandbox); the baseline imports none.
+    assert all(r["info"].get("sandbox") for r in by_arm["shrink"])
+    assert not any(r["info"].get("sandbox") for r in by_arm["baseline"])
     for r in by_arm["escape"]:
         assert r["state"] == "failed" and "Network is unreachable" in r["reason"], r["reason"]
         assert "\n" not in r["reason"]
@@ -170,11 +173,13 @@ def test_an_escaping_run_is_failed_and_the_next_run_goes_on(tmp_path: Path) -> N
              "warmup_steps": 2, "eval_points": 1, "eval_tokens": 512}
     jobs = [Job(i, resolve(budget={"tokens": 2048}, use=[t], options=micro).to_dict())
             for i, t in enumerate(["file_phone_home", "file_shrink_init"])]
-    ex = SandboxedExecutor(get_settings(), [escape, GOOD])
+    ex = SandboxedExecutor(get_settings(), [escape, GOOD], threads=1)
     results = {job.id: res for job, res in ex.run(jobs)}
     assert results[0].state == "failed" and "Network is unreachable" in (results[0].reason or "")
     assert results[1].state == "finished", results[1].reason
-    assert results[1].metrics["file_init_scale"] == 0.5  # on_finish ran inside the sandbox
+    # on_finish ran inside the sandbox: what it reports is kept aside, never as a metric.
+    assert results[1].info["reported"]["file_init_scale"] == 0.5
+    assert "file_init_scale" not in results[1].metrics
 
 
 def test_changed_code_is_a_new_run_key(tmp_path: Path) -> None:

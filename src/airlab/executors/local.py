@@ -133,6 +133,12 @@ class LocalExecutor:
         self._stopping = threading.Event()
         warm_up()  # if the command has not yet: overlaps with planning and preparing data
 
+    def _payload(self, job: Job) -> dict[str, Any]:
+        """What the worker process gets for ``job`` (see airlab.run.worker.serve)."""
+        return {"config": job.config, "settings": self.settings.to_dict(),
+                "threads": self.threads, "mem_limit_mb": self.mem_limit_mb,
+                "stop_at": job.stop_at}
+
     def _run_one(self, job: Job, out: queue.Queue[tuple[str, Job, Any]]) -> None:
         try:
             result = self._supervise(job, out)
@@ -145,9 +151,7 @@ class LocalExecutor:
         fd, log = tempfile.mkstemp(prefix="airlab-run-", suffix=".log")
         os.close(fd)
         reader, writer = ctx.Pipe(duplex=False)
-        payload = {"config": job.config, "settings": self.settings.to_dict(),
-                   "threads": self.threads, "mem_limit_mb": self.mem_limit_mb, "log": log,
-                   "stop_at": job.stop_at}
+        payload = {**self._payload(job), "log": log}
         proc = _RunProcess(target=serve, args=(writer, payload), daemon=True,
                            name=f"airlab-run-{job.id}")
         started = time.perf_counter()

@@ -88,6 +88,13 @@ def sample_metrics(sample: TextSample) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- overfitting
 
+
+def train_loss_of(point: dict[str, float]) -> float:
+    """A curve point's (or a run's) training loss: ``train_eval_loss`` where the trusted side
+    evaluated the model on a fixed subset of the training data (runs of generated code), else
+    ``train_loss``, the mean of the last batches' losses the trainer saw."""
+    return float(point.get("train_eval_loss", point.get("train_loss", math.nan)))
+
 # overfit = 1 when the last evaluation's validation loss is above the curve's minimum by more
 # than OVERFIT_RISE of what training gained (the step-0 loss minus that minimum), while the
 # training loss at the end is below its value at the minimum (training still improving).
@@ -116,8 +123,7 @@ def overfit_metrics(curve: Sequence[dict[str, float]]) -> tuple[dict[str, float]
                          points[-1]["val_loss"])
     gain = v_0 - v_min
     rise = (v_end - v_min) / gain if gain > 0 else 0.0
-    t_min = points[i_min].get("train_loss", math.nan)
-    t_end = points[-1].get("train_loss", math.nan)
+    t_min, t_end = train_loss_of(points[i_min]), train_loss_of(points[-1])
     # At step 0 there is no training loss: a run whose best validation loss is its untrained
     # one got worse by training (a divergence or a bad lr), not by overfitting.
     train_falling = math.isfinite(t_min) and math.isfinite(t_end) and t_end < t_min
@@ -129,3 +135,68 @@ def overfit_metrics(curve: Sequence[dict[str, float]]) -> tuple[dict[str, float]
         "overfit_rule": f"val loss at the end above its minimum by more than {OVERFIT_RISE:.0%} "
                         "of the gain from step 0, while the train loss still falls",
     }
+
+
+# --------------------------------------------------------------------------- plausibility
+
+# Figures no honest run shows, whatever trained it: each is measured by the trusted side from
+# its own evaluations and trips for any run, generated code or not. A flagged run's arm is
+# never "better" and never credited (airlab.analysis); the reasons are kept in the run info.
+#
+# - val_below_train: the held-out loss below VAL_TRAIN_RATIO x the loss on training data (the
+#   same model, the same measurement). Measured: held-out/training loss ratios of normal runs
+#   are 0.97-1.10 (charlm tiny on shakespeare and pycode, vision mlp on digits); a patched
+#   evaluation showed 0.28 against 2.78 (0.10).
+# - below_floor: text only: bits per character below the text's floor (workloads.FLOOR_*).
+# - starts_trained: the untrained model (step 0) already below STEP0_RATIO x the loss of a
+#   uniform guess, ln(vocabulary) or ln(classes): knowledge no training paid for (a table of
+#   statistics written into the code). Built-in models start at 1.00-1.03 x.
+# - compression_improved: a deploy step (quantize, prune) that made the held-out loss better
+#   by more than COMPRESSION_GAIN of its value: compression loses information; measured int8
+#   and pruning runs change it by -0.1 % to +8 %.
+# - curve_jump: one evaluation interval (after the first CURVE_SETTLE ones) that gains more
+#   than CURVE_JUMP x everything gained since the first evaluation: a model swapped in, not
+#   trained. A schedule's final decay gains 5-20 % of it in measured runs.
+VAL_TRAIN_RATIO = 0.75
+STEP0_RATIO = 0.8
+COMPRESSION_GAIN = 0.02
+CURVE_JUMP = 1.0
+CURVE_SETTLE = 2
+
+
+def plausibility(curve: Sequence[dict[str, float]], metrics: dict[str, float], *,
+                 chance_loss: float | None, floor_bpc: float | None = None
+                 ) -> tuple[dict[str, float], list[str]]:
+    """``implausible`` (the number of checks tripped) and one line per tripped check."""
+    reasons: list[str] = []
+    val = metrics.get("val_loss", math.nan)
+    train = train_loss_of(metrics)
+    if math.isfinite(val) and math.isfinite(train) and train > 0 and \
+            val < VAL_TRAIN_RATIO * train:
+        reasons.append(f"val_below_train: held-out loss {val:.4g} is below {VAL_TRAIN_RATIO:g} "
+                       f"x the training loss {train:.4g}")
+    bpc = metrics.get("val_bpc", math.nan)
+    if floor_bpc is not None and math.isfinite(bpc) and bpc < floor_bpc:
+        reasons.append(f"below_floor: {bpc:.3g} bits per character is below this text's floor "
+                       f"of {floor_bpc:.3g}")
+    points = [p for p in curve if math.isfinite(p.get("val_loss", math.nan))]
+    if chance_loss and points and points[0].get("step", 0) == 0 and \
+            points[0]["val_loss"] < STEP0_RATIO * chance_loss:
+        reasons.append(f"starts_trained: the untrained model scores {points[0]['val_loss']:.4g}"
+                       f", below {STEP0_RATIO:g} x a uniform guess ({chance_loss:.4g})")
+    drop = metrics.get("quality_drop", math.nan)
+    before = metrics.get("val_loss_before", math.nan)
+    if math.isfinite(drop) and math.isfinite(before) and drop < -COMPRESSION_GAIN * abs(before):
+        reasons.append(f"compression_improved: the deployed model's loss is {-drop:.4g} better "
+                       "than the trained one's")
+    if len(points) > CURVE_SETTLE + 1:
+        first = points[1]["val_loss"]
+        for prev, cur in zip(points[CURVE_SETTLE:], points[CURVE_SETTLE + 1:], strict=False):
+            so_far = first - prev["val_loss"]
+            gain = prev["val_loss"] - cur["val_loss"]
+            if so_far > 0 and gain > CURVE_JUMP * so_far:
+                reasons.append(f"curve_jump: the loss fell {gain:.4g} between steps "
+                               f"{prev.get('step', '?'):g} and {cur.get('step', '?'):g}, more "
+                               f"than the {so_far:.4g} of all evaluations before")
+                break
+    return {"implausible": float(len(reasons))}, reasons

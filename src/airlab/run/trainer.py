@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from airlab.settings import Settings
 
 Event = dict[str, Any]
+TaskSetup = Callable[[TrainConfig, torch.device, "Settings"], Task]
 
 # Loss values are read back to the host (a device sync) once every SYNC_EVERY steps, at
 # evaluation marks and for progress events, not every step: divergence is still caught within
@@ -75,13 +76,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, *,
-          settings: Settings | None = None, stop_at: float | None = None) -> RunResult:
+          settings: Settings | None = None, stop_at: float | None = None,
+          task_setup: TaskSetup | None = None) -> RunResult:
     """Train one run to its budget and measure it. Divergence returns a failed result.
 
     ``settings`` (where data, caches, artifacts and extra techniques live) is passed down from
     the edge; a library call given none reads them here, once. ``stop_at`` (epoch seconds,
     ``time.time()``; a time box's deadline, not part of the run key): past it, training stops
     at the next loss sync, evaluates once and returns state "incomplete" with its curve.
+    ``task_setup``: where the model and data come from (default: the workload's ``setup``);
+    a run of generated code trains on batches served by, and evaluated in, a trusted process
+    (:mod:`airlab.run.child`), through this same loop.
     """
     emit = on_event or (lambda e: None)
     if settings is None:  # called as a library entry point with none: this is the edge
@@ -107,7 +112,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                   if (h := get_technique(t).create(cfg_dict, context))]
 
     t_setup = time.perf_counter()
-    task: Task = wl.setup(config, device, settings)
+    task: Task = (task_setup or wl.setup)(config, device, settings)
     model = task.model
     for t in techniques:
         model = t.on_model(model) or model
@@ -275,7 +280,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         if any(type(t).deploy is not Hooks.deploy for t in techniques):
             # The trainer, not the technique, measures the deployed model; the trained model's
             # figures stay beside it as *_before, and quality_drop is their difference.
-            for k, v in task.evaluate(task.model).items():
+            for k, v in (task.evaluate_deployed or task.evaluate)(task.model).items():
                 metrics[f"{k}_before"] = metrics.get(k, math.nan)
                 metrics[k] = float(v)
             metrics["quality_drop"] = metrics["val_loss"] - metrics["val_loss_before"]
@@ -305,6 +310,12 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         # generator and the model is left as it was, so nothing above changes with it.
         flags, info["overfit"] = pathology.overfit_metrics(curve)
         metrics.update(flags)
+        flags, implausible = pathology.plausibility(
+            curve, metrics, chance_loss=task.chance_loss,
+            floor_bpc=task.floor_bpc() if task.floor_bpc is not None else None)
+        metrics.update(flags)
+        if implausible:
+            info["implausible"] = implausible
         if task.sample is not None:
             t0 = time.perf_counter()
             try:

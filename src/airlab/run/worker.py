@@ -59,9 +59,10 @@ def serve(conn: Any, job: dict[str, Any]) -> None:
     """Child entry point: run ``job`` and send events, then the result, on ``conn``.
 
     ``job``: {"config": {...}, "settings": {...} | None, "threads": N, "mem_limit_mb": M | None,
-    "log": path, "stop_at": epoch seconds | None (a time box's deadline)}. stdout and stderr
-    go to the ``log`` file, whose tail the executor keeps for a failure's reason, so nothing a
-    library prints can corrupt the protocol.
+    "log": path, "stop_at": epoch seconds | None (a time box's deadline)}, and for a run of
+    generated code "technique_files" (the files its config uses), "timeout_s", "allow_unsafe".
+    stdout and stderr go to the ``log`` file, whose tail the executor keeps for a failure's
+    reason, so nothing a library prints can corrupt the protocol.
     """
     _die_with_parent()
     log_fd = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -99,9 +100,22 @@ def serve(conn: Any, job: dict[str, Any]) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        result = execute(job["config"], on_event=send,
-                         settings=Settings.from_dict(settings) if settings else None,
-                         stop_at=job.get("stop_at"))
+        run_settings = Settings.from_dict(settings) if settings else None
+        if job.get("technique_files") is not None:
+            # Generated code: it trains in the sandbox; this process (which never imports it)
+            # serves its data, keeps its clock and evaluates what it hands over.
+            from airlab.run.harness import run_generated
+            from airlab.settings import get_settings
+
+            result = run_generated(job["config"], job["technique_files"],
+                                   settings=run_settings or get_settings(),
+                                   deploys=bool(job.get("deploys")), threads=threads,
+                                   stop_at=job.get("stop_at"), emit=send,
+                                   timeout_s=job.get("timeout_s"),
+                                   allow_unsafe=bool(job.get("allow_unsafe")))
+        else:
+            result = execute(job["config"], on_event=send, settings=run_settings,
+                             stop_at=job.get("stop_at"))
         msg = {"type": "result", **result.to_dict()}
     except MemoryError:  # execute() catches its own; this is the import or the setup above
         msg = {"type": "result", "state": "failed", "reason": "out of memory (MemoryError)"}

@@ -6,9 +6,11 @@ needs; torch is imported only by ``setup`` and the model registries it reads.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlab.config import RESERVED_FIELDS, TRAIN_FIELDS, TrainConfig
@@ -40,6 +42,45 @@ class Task:
     # Text workloads: write a short sample with a trained model, beside real text (the
     # collapse check in airlab.run.pathology). None: the workload writes nothing.
     sample: Callable[[nn.Module], TextSample] | None = None
+    # How the trainer evaluates the model a deploy step returned (None: ``evaluate``).
+    evaluate_deployed: Callable[[nn.Module], dict[str, float]] | None = None
+    # Text workloads: the bits per character no real model of this text reaches (the
+    # plausibility check's floor; computed on demand, cached). None: no floor.
+    floor_bpc: Callable[[], float] | None = None
+
+    @property
+    def chance_loss(self) -> float | None:
+        return chance_loss(self.build)
+
+
+def chance_loss(build: dict[str, Any]) -> float | None:
+    """The loss of a uniform guess: ln(vocabulary) or ln(classes), from a build record."""
+    n = build.get("vocab_size") or build.get("n_classes")
+    return math.log(float(n)) if n else None
+
+
+@dataclass
+class Measurer:
+    """The measuring side of a run that trains in another process (generated code): the data
+    it serves and the held-out evaluation, never a model of its own but the declared one's
+    cost. Built by :meth:`Workload.measurer` from the same pieces as :meth:`Workload.setup`,
+    so the batches served and the evaluation are those of an in-process run."""
+
+    unit: str
+    units_per_step: int
+    train_size: int
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    # metrics of a module that maps an input batch to logits (a handed-over graph)
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    # the same loss on a fixed subset of the training data, a quarter the held-out size
+    # (stored as train_eval_loss; the plausibility and overfit checks read it)
+    train_loss: Callable[[nn.Module], float]
+    example: torch.Tensor  # an input batch shaped as the evaluation feeds it
+    flops_per_unit: float  # training FLOPs per unit of the declared model (the config's)
+    build: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    # bits per character no real model of this text reaches (None: not a text workload)
+    floor_bpc: float | None = None
 
 
 class Workload:
@@ -80,6 +121,23 @@ class Workload:
         raise NotImplementedError
 
     def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+        raise NotImplementedError
+
+    def measurer(self, config: TrainConfig, device: torch.device, settings: Settings
+                 ) -> Measurer:
+        """The measuring side of a run trained elsewhere (see :class:`Measurer`)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss the one loop minimises (before any technique wraps it)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def declared_model(build: dict[str, Any]) -> tuple[nn.Module, float]:
+        """The untrained model a build record declares (on the CPU, drawing its initial
+        weights from the global generator as ``setup`` does) and its training FLOPs per
+        unit."""
         raise NotImplementedError
 
 
@@ -237,17 +295,18 @@ class CharLM(Workload):
     def prepare(self, dataset: str, settings: Settings) -> None:
         from airlab.data import load_text
 
-        load_text(dataset, **_data_dirs(settings))
+        # The floor too, once, so that every run reads it from the cache folder.
+        text_floor_bpc(load_text(dataset, **_data_dirs(settings)), settings)
 
-    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+    def _text(self, config: TrainConfig, device: torch.device, settings: Settings,
+              T: int) -> _Text:
+        """The data side of a text run with context ``T``: batches by the run's seed, and the
+        fixed held-out windows (a disjoint subset for selection runs)."""
         import torch
 
         from airlab.data import load_text
-        from airlab.models import build_gpt
 
         corpus = load_text(config.dataset, **_data_dirs(settings))
-        model = build_gpt(corpus.vocab_size, config.preset, **config.model).to(device)
-        T = model.config.block_size
         B = config.batch_size
         train = corpus.train.long()
         val = corpus.val.long()
@@ -266,10 +325,8 @@ class CharLM(Workload):
                 held, train = train[n_keep:], train[:n_keep]
         else:
             starts = text_eval_starts(len(val), T, config.eval_tokens)
-        n_seq = len(starts)
         offsets = torch.arange(T)
         vidx = starts[:, None] + offsets
-        vx, vy = held[vidx], held[vidx + 1]
         gen = torch.Generator().manual_seed(config.seed)  # data order follows the run's seed
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,30 +334,21 @@ class CharLM(Workload):
             idx = ix[:, None] + offsets  # (B, T)
             return train[idx].to(device), train[idx + 1].to(device)
 
-        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            _, loss = m(x, y)
-            return loss
+        return _Text(corpus, T, B, train, val, held[vidx], held[vidx + 1], eval_source,
+                     next_batch, device)
 
-        # Evaluation batches (windows per forward): on a CPU, 32 windows keep a layer's
-        # activations (2,048 tokens) in cache and measured ~10% faster than 256 on the tiny
-        # preset; a GPU wants large batches. The same windows either way (the loss differs
-        # only in float summation order).
-        eval_rows = 256 if device.type == "cuda" else 32
+    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+        import torch
+
+        from airlab.models import build_gpt
+
+        T = self._context(config)
+        text = self._text(config, device, settings, T)
+        corpus, train, val = text.corpus, text.train, text.val
+        model = build_gpt(corpus.vocab_size, config.preset, **config.model).to(device)
 
         def evaluate(m: nn.Module) -> dict[str, float]:
-            was_training = m.training
-            m.eval()
-            total, count = 0.0, 0
-            with torch.no_grad():
-                for i in range(0, n_seq, eval_rows):
-                    x = vx[i : i + eval_rows].to(device)
-                    y = vy[i : i + eval_rows].to(device)
-                    _, loss = m(x, y)
-                    total += float(loss) * x.numel()
-                    count += x.numel()
-            m.train(was_training)
-            val_loss = total / count
-            return {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
+            return text.evaluate(lambda x, y: m(x, y)[1], m)
 
         def sample(m: nn.Module) -> TextSample:
             from airlab.models import generate
@@ -318,33 +366,192 @@ class CharLM(Workload):
             g = torch.Generator(device=device).manual_seed(config.seed)
             out = generate(m, prompts.to(device), n_new, block_size=min(T, SAMPLE_CONTEXT),
                            generator=g).cpu()
-            text = "\n---\n".join(corpus.decode(row) for row in out)
+            text_out = "\n---\n".join(corpus.decode(row) for row in out)
             return TextSample(generated=out.tolist(), reference=real.tolist(),
                               prompt=corpus.decode(prompts[0]),
-                              text=text[:SAMPLE_TEXT_CHARS])
+                              text=text_out[:SAMPLE_TEXT_CHARS])
 
         return Task(
             model=model,
             unit="tokens",
-            units_per_step=B * T,
+            units_per_step=text.B * T,
             flops_per_unit=float(model.flops_per_token(training=True)),
             train_size=len(train),
-            next_batch=next_batch,
+            next_batch=text.next_batch,
             evaluate=evaluate,
-            loss_fn=loss_fn,
-            build={"kind": "gpt", "vocab_size": corpus.vocab_size, "preset": config.preset,
-                   "model": dict(config.model)},
-            info={
-                "dataset_sha256": corpus.sha256,
-                "vocab_size": corpus.vocab_size,
-                "train_tokens": len(train),
-                "val_tokens": len(val),
-                "eval_tokens": int(vx.numel()),
-                "eval_split": config.eval_split,
-                "eval_source": eval_source,
-            },
+            loss_fn=self.loss,
+            build=self._build(config, corpus.vocab_size),
+            info=text.info(config),
             sample=sample,
+            floor_bpc=lambda: text_floor_bpc(corpus, settings),
         )
+
+    @staticmethod
+    def declared_model(build: dict[str, Any]) -> tuple[nn.Module, float]:
+        from airlab.models import build_gpt
+
+        model = build_gpt(int(build["vocab_size"]), build["preset"], **build["model"])
+        return model, float(model.flops_per_token(training=True))
+
+    @staticmethod
+    def _build(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
+        return {"kind": "gpt", "vocab_size": vocab_size, "preset": config.preset,
+                "model": dict(config.model)}
+
+    @staticmethod
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, loss = model(x, y)
+        return loss
+
+    def measurer(self, config: TrainConfig, device: torch.device, settings: Settings
+                 ) -> Measurer:
+        import torch
+
+        from airlab.models import build_gpt
+
+        T = self._context(config)
+        text = self._text(config, device, settings, T)
+        with torch.device("meta"):  # the declared model's shape and cost, no memory
+            declared = build_gpt(text.corpus.vocab_size, config.preset, **config.model)
+        rows = text.rows
+        train_x, train_y = _fixed_windows(text.train, T, max(1, len(text.vx) // 4))
+
+        def logits_loss(m: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+            def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                logits = m(x)  # (B, T, V): the same cross-entropy as the model's own
+                return torch.nn.functional.cross_entropy(
+                    logits.float().reshape(x.numel(), -1), y.reshape(x.numel()))
+            return loss
+
+        def train_loss(m: nn.Module) -> float:
+            return _text_mean_loss(logits_loss(m), train_x, train_y, rows, device, m)
+
+        return Measurer(
+            unit="tokens", units_per_step=text.B * T, train_size=len(text.train),
+            next_batch=text.next_batch,
+            evaluate=lambda m: text.evaluate(logits_loss(m), m),
+            train_loss=train_loss,
+            example=text.vx[:rows].to(device),
+            flops_per_unit=float(declared.flops_per_token(training=True)),
+            build=self._build(config, text.corpus.vocab_size), info=text.info(config),
+            floor_bpc=text_floor_bpc(text.corpus, settings))
+
+    def _context(self, config: TrainConfig) -> int:
+        """The context length T the config's model reads."""
+        return int({**self.model_defaults(config.preset), **config.model}["block_size"])
+
+
+# Evaluation batches (windows per forward): on a CPU, 32 windows keep a layer's activations
+# (2,048 tokens) in cache and measured ~10% faster than 256 on the tiny preset; a GPU wants
+# large batches. The same windows either way (the loss differs only in float summation order).
+def _eval_rows(device: torch.device) -> int:
+    return 256 if device.type == "cuda" else 32
+
+
+def _text_mean_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    vx: torch.Tensor, vy: torch.Tensor, rows: int, device: torch.device,
+                    m: nn.Module) -> float:
+    """Mean per-token loss over fixed windows, ``rows`` windows per forward, in eval mode."""
+    import torch
+
+    was_training = m.training
+    m.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(vx), rows):
+            x = vx[i : i + rows].to(device)
+            y = vy[i : i + rows].to(device)
+            total += float(loss(x, y)) * x.numel()
+            count += x.numel()
+    m.train(was_training)
+    return total / count
+
+
+def _fixed_windows(tokens: torch.Tensor, T: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` evenly spaced windows of a token stream and their next-token targets."""
+    import torch
+
+    starts = torch.linspace(0, len(tokens) - T - 1, max(1, n)).long()
+    idx = starts[:, None] + torch.arange(T)
+    return tokens[idx], tokens[idx + 1]
+
+
+@dataclass
+class _Text:
+    """What a text run reads: the corpus, its splits, the evaluation windows, the batches."""
+
+    corpus: Any
+    T: int
+    B: int
+    train: torch.Tensor
+    val: torch.Tensor
+    vx: torch.Tensor
+    vy: torch.Tensor
+    eval_source: str
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+
+    @property
+    def rows(self) -> int:
+        return _eval_rows(self.device)
+
+    def evaluate(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 m: nn.Module) -> dict[str, float]:
+        val_loss = _text_mean_loss(loss, self.vx, self.vy, self.rows, self.device, m)
+        return {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
+
+    def info(self, config: TrainConfig) -> dict[str, Any]:
+        return {"dataset_sha256": self.corpus.sha256, "vocab_size": self.corpus.vocab_size,
+                "train_tokens": len(self.train), "val_tokens": len(self.val),
+                "eval_tokens": int(self.vx.numel()), "eval_split": config.eval_split,
+                "eval_source": self.eval_source}
+
+
+# A text's entropy floor, for the plausibility check (airlab.run.pathology): no model of this
+# size class reads text much better than a good compressor given the same context. The floor
+# is FLOOR_FRACTION x the bits per character xz (preset 6) needs for the first
+# FLOOR_VAL_BYTES of the validation text after the last FLOOR_TRAIN_BYTES of the training
+# text (their conditional compressed size; 0.08-0.16 s). Measured so: Tiny Shakespeare 2.70
+# bpc, pycode 1.69 (with 1 MB of context: 2.52 and 1.68). The best character models on
+# enwik8 reach about 0.6 x xz; 0.4 x leaves real models a wide margin and still flags a loss
+# of 0.28 nats on Shakespeare (0.40 bpc against a floor of 1.08).
+FLOOR_FRACTION = 0.4
+FLOOR_TRAIN_BYTES = 1 << 17
+FLOOR_VAL_BYTES = 1 << 15
+_FLOORS: dict[str, float] = {}
+
+
+def text_floor_bpc(corpus: Any, settings: Settings | None = None) -> float:
+    """FLOOR_FRACTION x xz's conditional bits per character of the validation text (cached by
+    the corpus's sha256 in memory and in the cache folder)."""
+    import lzma
+
+    key = str(corpus.sha256)
+    if key in _FLOORS:
+        return _FLOORS[key]
+    cache = None
+    if settings is not None and settings.cache_dir is not None:
+        cache = Path(settings.cache_dir) / "floors" / f"{key}.json"
+        try:
+            value = float(json.loads(cache.read_text())["floor_bpc"])
+            _FLOORS[key] = value
+            return value
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    train = corpus.decode(corpus.train[-FLOOR_TRAIN_BYTES:]).encode("utf-8")
+    val_ids = corpus.val[:FLOOR_VAL_BYTES]
+    val = corpus.decode(val_ids).encode("utf-8")
+    size = lambda b: len(lzma.compress(b, preset=6))  # noqa: E731
+    bpc = 8 * (size(train + val) - size(train)) / max(1, len(val_ids))
+    value = FLOOR_FRACTION * bpc
+    _FLOORS[key] = value
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"floor_bpc": value, "xz_bpc": bpc}))
+        except OSError:
+            pass
+    return value
 
 
 class Vision(Workload):
@@ -400,17 +607,15 @@ class Vision(Workload):
 
         load_vision(dataset, **_data_dirs(settings))
 
-    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+    def _images(self, config: TrainConfig, device: torch.device, settings: Settings
+                ) -> _Images:
+        """The data side of a vision run: shuffled epochs by the run's seed, the held-out set
+        (a fixed part of the training set for selection runs)."""
         import torch
-        from torch import nn
 
         from airlab.data import load_vision
-        from airlab.models import build_vision, flops_per_sample
 
         data = load_vision(config.dataset, **_data_dirs(settings))
-        model = build_vision(config.preset, data.input_shape, data.n_classes, **config.model)
-        flops = float(flops_per_sample(model, data.input_shape, training=True))
-        model = model.to(device)
         B = config.batch_size
         xt, yt = data.x_train, data.y_train
         xv, yv = data.x_val, data.y_val
@@ -432,38 +637,96 @@ class Vision(Workload):
             pos[0] += B
             return xt[idx].to(device), yt[idx].to(device)
 
-        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return nn.functional.cross_entropy(m(x), y)
+        build = {"kind": "vision", "preset": config.preset, "model": dict(config.model),
+                 "input_shape": list(data.input_shape), "n_classes": int(data.n_classes)}
+        info = {"dataset_source": data.source, "train_samples": n, "val_samples": len(xv),
+                "eval_split": config.eval_split}
+        return _Images(xt, yt, xv, yv, B, next_batch, build, info, device)
 
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            was_training = m.training
-            m.eval()
-            total, correct = 0.0, 0
-            with torch.no_grad():
-                for i in range(0, len(xv), 1000):
-                    x = xv[i : i + 1000].to(device)
-                    y = yv[i : i + 1000].to(device)
-                    logits = m(x).float()
-                    total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-                    correct += int((logits.argmax(-1) == y).sum())
-            m.train(was_training)
-            nv = len(xv)
-            return {"val_loss": total / nv, "val_acc": correct / nv}
+    @staticmethod
+    def declared_model(build: dict[str, Any]) -> tuple[nn.Module, float]:
+        """The model a build record declares and its training FLOPs per sample (measured
+        with a dummy forward pass, before the model moves to its device)."""
+        from airlab.models import build_vision, flops_per_sample
 
+        shape = tuple(build["input_shape"])
+        model = build_vision(build["preset"], shape, int(build["n_classes"]), **build["model"])
+        return model, float(flops_per_sample(model, shape, training=True))
+
+    def setup(self, config: TrainConfig, device: torch.device, settings: Settings) -> Task:
+        images = self._images(config, device, settings)
+        model, flops = self.declared_model(images.build)
         return Task(
-            model=model,
+            model=model.to(device),
             unit="samples",
-            units_per_step=B,
+            units_per_step=images.B,
             flops_per_unit=flops,
-            train_size=n,
-            next_batch=next_batch,
-            evaluate=evaluate,
-            loss_fn=loss_fn,
-            build={"kind": "vision", "preset": config.preset, "model": dict(config.model),
-                   "input_shape": list(data.input_shape), "n_classes": int(data.n_classes)},
-            info={"dataset_source": data.source, "train_samples": n,
-                  "val_samples": len(xv), "eval_split": config.eval_split},
+            train_size=len(images.xt),
+            next_batch=images.next_batch,
+            evaluate=images.evaluate,
+            loss_fn=self.loss,
+            build=images.build,
+            info=images.info,
         )
+
+    @staticmethod
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from torch import nn
+
+        return nn.functional.cross_entropy(model(x), y)
+
+    def measurer(self, config: TrainConfig, device: torch.device, settings: Settings
+                 ) -> Measurer:
+        images = self._images(config, device, settings)
+        _, flops = self.declared_model(images.build)
+        n = max(1, min(len(images.xt), len(images.xv)) // 4)
+        return Measurer(
+            unit="samples", units_per_step=images.B, train_size=len(images.xt),
+            next_batch=images.next_batch, evaluate=images.evaluate,
+            train_loss=lambda m: images.evaluate(m, images.xt[:n], images.yt[:n])["val_loss"],
+            example=images.xv[:VISION_EVAL_ROWS].to(device), flops_per_unit=flops,
+            build=images.build, info=images.info)
+
+
+VISION_EVAL_ROWS = 1000  # images per evaluation forward pass
+
+
+@dataclass
+class _Images:
+    """What a vision run reads: the training and held-out images, the batches."""
+
+    xt: torch.Tensor
+    yt: torch.Tensor
+    xv: torch.Tensor
+    yv: torch.Tensor
+    B: int
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    build: dict[str, Any]
+    info: dict[str, Any]
+    device: torch.device
+
+    def evaluate(self, m: nn.Module, xv: torch.Tensor | None = None,
+                 yv: torch.Tensor | None = None) -> dict[str, float]:
+        """Loss and accuracy of ``m`` (input -> logits) on the held-out images (or others)."""
+        import torch
+        from torch import nn
+
+        xv = self.xv if xv is None else xv
+        yv = self.yv if yv is None else yv
+        was_training = m.training
+        m.eval()
+        total, correct = 0.0, 0
+        rows = VISION_EVAL_ROWS
+        with torch.no_grad():
+            for i in range(0, len(xv), rows):
+                x = xv[i : i + rows].to(self.device)
+                y = yv[i : i + rows].to(self.device)
+                logits = m(x).float()
+                total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(-1) == y).sum())
+        m.train(was_training)
+        nv = len(xv)
+        return {"val_loss": total / nv, "val_acc": correct / nv}
 
 
 # GPTConfig field annotations (strings under postponed evaluation) -> the type a value must have.

@@ -26,7 +26,6 @@ import json
 import math
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,6 @@ HOOK_NAMES = ("on_model", "on_optimizer", "wrap_loss", "extra_flops_per_unit", "
               "after_step", "deploy", "on_finish")
 _TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "str": str, "dict": dict}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-RESULT_FILE = "contract.json"  # what the sandboxed child writes in its private folder
 
 
 class ContractError(AirlabError):
@@ -293,11 +291,9 @@ def describe_in_sandbox(path: Path, *, limits: Any = None, allow_unsafe: bool = 
     from airlab.sandbox import Limits, run_sandboxed
 
     limits = limits or Limits(wall_s=120, cpu_s=120)
-    with tempfile.TemporaryDirectory(prefix="airlab-describe-") as tmp:
-        r = run_sandboxed([sys.executable, "-m", "airlab.techniques.contract", "describe",
-                           str(path)], workdir=Path(tmp), read_only=[path], limits=limits,
-                          allow_unsafe=allow_unsafe)
-        result = read_result(Path(tmp))
+    r = run_sandboxed([sys.executable, "-m", "airlab.techniques.contract", "describe",
+                       str(path)], read_only=[path], limits=limits, allow_unsafe=allow_unsafe)
+    result = read_result(r.output)
     if result is None:
         raise ContractError(f"technique file {path}: "
                             f"{r.reason or 'the sandbox wrote no result'}")
@@ -309,20 +305,20 @@ def describe_in_sandbox(path: Path, *, limits: Any = None, allow_unsafe: bool = 
     return techniques
 
 
-def read_result(folder: Path) -> dict[str, Any] | None:
-    """The child's result file from its private folder (None if missing or not JSON)."""
-    f = folder / RESULT_FILE
+def read_result(output: bytes) -> dict[str, Any] | None:
+    """What the child handed back through its result pipe (None unless a JSON object)."""
     try:
-        data = json.loads(f.read_text(encoding="utf-8")[:4_000_000])
-    except (OSError, ValueError):
+        data = json.loads(output.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def write_result(data: dict[str, Any]) -> None:
-    """Child side: the result file in the working directory (the private folder)."""
-    Path(RESULT_FILE).write_text(json.dumps(data, allow_nan=False, default=str),
-                                 encoding="utf-8")
+    """Child side: hand ``data`` back through the sandbox's result pipe."""
+    from airlab.sandbox import write_result as hand_back
+
+    hand_back(json.dumps(data, allow_nan=False, default=str).encode("utf-8"))
 
 
 def one_line(e: BaseException) -> str:
