@@ -1,4 +1,4 @@
-"""Benchmark: what the lab costs next to the training it runs. Prints two ratios, one run.
+"""Benchmark: what the lab costs next to the training it runs. Prints its ratios, one run.
 
 1. Throughput ratio = median trainer tokens/s / median plain-loop tokens/s, at nanoGPT's CPU
    recipe (the ``tiny`` preset: 4 layers, 4 heads, width 128, context 64, batch 12, fp32, Tiny
@@ -16,9 +16,12 @@
    after the last run (analysis, rating, artifacts) and the rest. Evaluation and start-up are
    nearly fixed per run and per experiment, so the share falls as runs grow: ``--run-tokens
    1e6`` measures 1M-token runs (~4 min). docs/performance.md has the figures.
+3. Generated code: the same run with and without a technique file that changes nothing, the
+   first trained in the sandbox and measured by the harness (airlab/run/harness.py), the second
+   an ordinary run; ratios of train_seconds and of the whole run's wall time.
 
     python benchmarks/bench_trainer.py [--tokens 5e4] [--repeats 5] [--quality 1e6]
-        [--run-tokens 1.5e5]
+        [--run-tokens 1.5e5] [--skip-throughput] [--skip-overhead] [--skip-generated]
 
 ``--quality N`` also trains the plain loop and the trainer to N tokens each with evaluation at
 the end and prints both validation losses (the issue's 1M-token check; ~2 x 90 s on 2 threads).
@@ -196,6 +199,64 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
             "overhead_rest": 1 - (train_s + eval_s) / (workers * wall)}
 
 
+NOOP_TECHNIQUE = """
+from airlab.techniques import Hooks, Technique, register
+
+
+class Nothing(Hooks):
+    def after_step(self, model, step, progress):
+        pass
+
+
+register(Technique("bench_noop", "general", "changes nothing", hooks=Nothing,
+                   workloads=("charlm",)))
+"""
+
+
+def generated(tokens: float, repeats: int, settings: Any) -> dict[str, Any]:
+    """The cost of measuring generated code: one run with a technique file that changes nothing
+    (trained in the sandbox, measured by the harness) against the same run without it (an
+    ordinary run of the pool), interleaved, one worker of one thread. Ratios of train_seconds
+    (the clock both report) and of each run's whole wall time in its worker."""
+    from airlab.executors.base import Job
+    from airlab.executors.sandboxed import SandboxedExecutor
+    from airlab.plan import resolve
+    from airlab.techniques.contract import register_technique_files
+
+    noop = Path(settings.home) / "bench_noop.py"
+    noop.write_text(NOOP_TECHNIQUE)
+    register_technique_files([noop])
+    opts = {"warmup_steps": 20, "eval_points": 5}
+    clean = resolve(dataset="shakespeare", preset="tiny", budget={"tokens": tokens},
+                    options=opts, settings=settings).to_dict()
+    gen = resolve(dataset="shakespeare", preset="tiny", budget={"tokens": tokens},
+                  use=["bench_noop"], options=opts, settings=settings).to_dict()
+    ex = SandboxedExecutor(settings, [noop], threads=1)
+    out: dict[str, list[float]] = {k: [] for k in ("clean_train_s", "gen_train_s",
+                                                   "clean_wall_s", "gen_wall_s",
+                                                   "clean_val", "gen_val", "gen_eval_s",
+                                                   "gen_setup_s", "gen_deploy_s")}
+    for i in range(repeats):
+        for which in (("clean", "gen") if i % 2 == 0 else ("gen", "clean")):
+            cfg = clean if which == "clean" else gen
+            (_, r), = list(ex.run([Job(i, cfg)]))
+            assert r.state == "finished", r.reason
+            out[f"{which}_train_s"].append(r.metrics["train_seconds"])
+            out[f"{which}_wall_s"].append(r.info["worker_wall_seconds"])
+            out[f"{which}_val"].append(r.metrics["val_loss"])
+            if which == "gen":
+                out["gen_eval_s"].append(r.metrics["eval_seconds"])
+                out["gen_setup_s"].append(r.metrics["setup_seconds"])
+                out["gen_deploy_s"].append(r.metrics["deploy_seconds"])
+            print(f"  repeat {i + 1}: {which} train {r.metrics['train_seconds']:.1f} s, wall "
+                  f"{r.info['worker_wall_seconds']:.1f} s", file=sys.stderr, flush=True)
+    med = statistics.median
+    return {**out, "gen_train_ratio": med(out["gen_train_s"]) / med(out["clean_train_s"]),
+            "gen_wall_ratio": med(out["gen_wall_s"]) / med(out["clean_wall_s"]),
+            "gen_val_diff": max(abs(a - b) for a, b in zip(out["gen_val"], out["clean_val"],
+                                                           strict=True))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=float, default=5e4, help="tokens per throughput repeat")
@@ -208,6 +269,8 @@ def main() -> int:
                     help="also compare validation losses after TOKENS tokens (e.g. 1e6)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-generated", action="store_true")
+    ap.add_argument("--generated-repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -228,6 +291,8 @@ def main() -> int:
         if not args.skip_overhead:
             out.update({f"exp_{k}": v for k, v in
                         overhead(args.run_tokens, args.workers, settings).items()})
+        if not args.skip_generated:
+            out.update(generated(args.run_tokens, args.generated_repeats, settings))
     out["loadavg_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(out))
@@ -264,6 +329,19 @@ def main() -> int:
               f"{100 * out['exp_overhead_after']:.1f}%")
         print(f"  the rest (per-run set-up and data, storing, a slot left idle)  "
               f"{100 * other:.1f}%")
+    if not args.skip_generated:
+        med = statistics.median
+        print(f"generated code ({args.run_tokens:g}-token run with a technique file that "
+              f"changes nothing, trained in the sandbox and measured by the harness, against "
+              f"the same run without it; {args.generated_repeats} interleaved repeats, 1 thread):")
+        print(f"  train_seconds ratio {out['gen_train_ratio']:.3f} (median "
+              f"{med(out['gen_train_s']):.1f} s against {med(out['clean_train_s']):.1f} s)")
+        print(f"  whole run in its worker: ratio {out['gen_wall_ratio']:.3f} (median "
+              f"{med(out['gen_wall_s']):.1f} s against {med(out['clean_wall_s']):.1f} s), of "
+              f"which sandbox start and graph export {med(out['gen_setup_s']):.1f} s, trusted "
+              f"evaluation {med(out['gen_eval_s']):.1f} s, final hand-over "
+              f"{med(out['gen_deploy_s']):.1f} s")
+        print(f"  largest val_loss difference between the two: {out['gen_val_diff']:.2g}")
     return 0
 
 

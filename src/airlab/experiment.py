@@ -262,6 +262,14 @@ def enqueue(spec: ExperimentSpec, store: Store, *, settings: Settings | None = N
                           "finish before its runs can be planned",
                           "run it with `airlab run` (workers share the store), or drop sweep:")
     plans = plan_module.plan_runs(spec, settings or get_settings())
+    if spec.techniques:
+        from airlab.executors.sandboxed import uses_technique_files
+
+        if uses_technique_files(plans):
+            raise AirlabError(f"experiment '{spec.name}' runs generated code (technique files), "
+                              "which trains in this machine's sandbox and is measured by the "
+                              "process that plans it, not by shared workers",
+                              "run it with `airlab run` (without --enqueue)")
     pre = plan_module.prerequisites(plans)
     if pre:
         store_plans(f"{spec.name}.teacher", spec, pre, store, kind="prerequisite",

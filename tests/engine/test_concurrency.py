@@ -104,3 +104,53 @@ def test_max_runs_and_other_experiments_untouched(tmp_path: Path) -> None:
     states = sorted(r["state"] for r in store.runs(eid))
     assert states == ["finished", "pending"]  # one executed, none left claimed
     assert [r["state"] for r in store.runs(other)] == ["pending"]
+
+
+_CLAIMER = """
+import sys, time
+from airlab.executors.inprocess import InProcessExecutor
+from airlab.experiment import execute_claimed
+from airlab.settings import get_settings
+from airlab.store import Store, owner_id
+
+url, eid, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+settings = get_settings()
+store = Store(url)
+done = execute_claimed(store, InProcessExecutor(settings=settings), owner=owner_id(),
+                       experiment_ids=[eid], settings=settings, lease_s=3.0, heartbeat_s=0.1,
+                       deadline=time.time() + seconds)
+print("executed", done.executions, "stored", done.stored, "refused", done.refused, flush=True)
+"""
+
+
+@pytest.mark.slow  # two processes claiming for a minute
+def test_two_processes_claiming_for_a_minute_never_find_the_store_locked(tmp_path: Path
+                                                                         ) -> None:
+    """Two processes claim, heartbeat (every 0.1 s) and store results on one SQLite store for
+    a minute: no write waits out the busy timeout, every run is executed exactly once."""
+    store, eid, settings = _planned(tmp_path, list(range(1, 101)))
+    spec = load_checked(str(tmp_path / "c.yaml"), settings)
+    for extra in range(4):  # 500 runs: more than two processes finish in a minute
+        seeds = list(range(100 * extra + 101, 100 * extra + 201))
+        store.ensure_runs(eid, [(f"copy{extra}", p.seed, f"{p.run_key}-{extra}",
+                                 p.config.to_dict())
+                                for p in plan_runs(spec.model_copy(update={"seeds": seeds}),
+                                                   settings)])
+    store.close()
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    env = {**os.environ, "AIRLAB_SLOW_WRITE_S": "2"}
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, url, str(eid), "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-2000:] + err[-2000:]
+        assert "locked" not in err and "held the database" not in err, err[-2000:]
+    executed = [int(out.split()[1]) for out, _ in outs]
+    assert all(n > 0 for n in executed), executed  # both took part
+    con = sqlite3.connect(tmp_path / "lab.db")
+    got = con.execute("select state, attempts from runs").fetchall()
+    # Each run executed once: finished, or cut by the one-minute deadline (incomplete).
+    done = [a for s, a in got if s in ("finished", "incomplete")]
+    assert len(done) == sum(executed) and all(a == 1 for a in done), got[:20]
+    assert all(s in ("finished", "incomplete", "pending") for s, _ in got)  # none left held

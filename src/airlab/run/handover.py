@@ -28,6 +28,7 @@ import os
 import re
 import select
 import struct
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -220,7 +221,9 @@ def export_graph(model: nn.Module, example: torch.Tensor
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch's own pytree code warns about its own deprecated call; not ours to act on.
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             ep = torch.export.export(wrapper, (example,)).run_decompositions()
     finally:
         model.train(was_training)

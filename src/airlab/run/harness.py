@@ -83,6 +83,10 @@ class Violation(Exception):
     """The run broke the measurement contract (one line naming the rule)."""
 
 
+class Diverged(Exception):
+    """A handed-over model evaluates to a non-finite loss: the run failed (not a violation)."""
+
+
 def run_generated(config: dict[str, Any], files: Sequence[str | Path], *, settings: Settings,
                   deploys: bool = False, threads: int = 1, stop_at: float | None = None,
                   emit: Emit | None = None, limits: Limits = RUN_LIMITS,
@@ -204,6 +208,7 @@ class _Session:
         self.sp = sp
         self.t_spawn = time.monotonic()
         violation: str | None = None
+        diverged: str | None = None
         try:
             assert sp.proc.stdin is not None
             try:
@@ -216,6 +221,9 @@ class _Session:
         except Violation as e:
             violation = str(e)
             sp.kill("violation", violation)
+        except Diverged as e:
+            diverged = str(e)
+            sp.kill("diverged", diverged)
         except BaseException:
             sp.kill("error", "the measuring side failed")
             raise
@@ -228,6 +236,8 @@ class _Session:
                 shutil.rmtree(sp.workdir, ignore_errors=True)
         self.emit({"type": "done", "step": self.batches,
                    "progress": min(1.0, self.served / self.total)})
+        if diverged is not None:
+            return RunResult("failed", diverged, {}, self.curve, self._info())
         return self._result(violation, outcome)
 
     def _converse(self) -> None:
@@ -318,6 +328,10 @@ class _Session:
         except HandoverError as e:
             raise Violation(f"checkpoint {self.k}: {e}") from None
         self._point(train_s)
+        # Every evaluated model must be causal, not only the traced ones: weights could open a
+        # gate the untrained model kept shut. One later position per checkpoint, drawn here.
+        self._check_independent(self.model, f"the model at evaluation point {self.k}",
+                                one_position=True)
         last = self.k == len(self.marks) or self.cut
         if last:
             self.train_s, self.cpu_train = train_s, cpu_now - self.cpu_go
@@ -409,6 +423,9 @@ class _Session:
                  "flops": (self.m.flops_per_unit + self.extra_flops) * self.served, **metrics}
         self.curve.append(point)
         self.emit({"type": "eval", **point})
+        if not math.isfinite(metrics.get("val_loss", math.nan)):
+            raise Diverged(f"diverged at step {self.batches}: the held-out loss is "
+                           f"{metrics.get('val_loss')}")
 
     def _progress_event(self) -> None:
         now = time.monotonic()
@@ -427,9 +444,13 @@ class _Session:
                             f"{self.train_s:.1f} s of training: more than its {self.threads} "
                             "thread(s)")
 
-    def _check_independent(self, model: TrustedModel, what: str) -> None:
+    def _check_independent(self, model: TrustedModel, what: str, *,
+                           one_position: bool = False) -> None:
         """Refuse a model whose outputs for a position depend on later positions of its input
-        (it would read the tokens it predicts) or on other rows of the batch."""
+        (it would read the tokens it predicts) or on other rows of the batch. Positions T/4,
+        T/2 and T-1, or (``one_position``) one drawn from the system's random source."""
+        import random
+
         x = self.m.example
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -444,7 +465,9 @@ class _Session:
 
             if self.m.unit == "tokens":
                 T = x.shape[1]
-                for j in sorted({max(1, T // 4), max(1, T // 2), max(1, T - 1)}):
+                positions = ({random.SystemRandom().randint(1, max(1, T - 1))} if one_position
+                             else {max(1, T // 4), max(1, T // 2), max(1, T - 1)})
+                for j in sorted(positions):
                     x2 = x.clone()
                     x2[:, j:] = noise(x2[:, j:])
                     if float((model(x2)[:, :j] - base[:, :j]).abs().max()) > tol:

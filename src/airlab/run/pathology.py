@@ -169,8 +169,10 @@ def plausibility(curve: Sequence[dict[str, float]], metrics: dict[str, float], *
                  ) -> tuple[dict[str, float], list[str]]:
     """``implausible`` (the number of checks tripped) and one line per tripped check."""
     reasons: list[str] = []
-    val = metrics.get("val_loss", math.nan)
-    train = train_loss_of(metrics)
+    # The trained model's loss on training data, measured as the held-out one (eval mode):
+    # the running mean of training batches would carry dropout and the model's past.
+    val = metrics.get("val_loss_before", metrics.get("val_loss", math.nan))
+    train = metrics.get("train_eval_loss", math.nan)
     if math.isfinite(val) and math.isfinite(train) and train > 0 and \
             val < VAL_TRAIN_RATIO * train:
         reasons.append(f"val_below_train: held-out loss {val:.4g} is below {VAL_TRAIN_RATIO:g} "

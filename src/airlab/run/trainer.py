@@ -310,6 +310,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         # generator and the model is left as it was, so nothing above changes with it.
         flags, info["overfit"] = pathology.overfit_metrics(curve)
         metrics.update(flags)
+        if task.train_eval is not None:  # the trained model, measured as the held-out loss is
+            metrics["train_eval_loss"] = float(task.train_eval(trained))
         flags, implausible = pathology.plausibility(
             curve, metrics, chance_loss=task.chance_loss,
             floor_bpc=task.floor_bpc() if task.floor_bpc is not None else None)

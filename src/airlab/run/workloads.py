@@ -47,6 +47,9 @@ class Task:
     # Text workloads: the bits per character no real model of this text reaches (the
     # plausibility check's floor; computed on demand, cached). None: no floor.
     floor_bpc: Callable[[], float] | None = None
+    # The loss of a model on a fixed subset of the training data, measured as the held-out
+    # loss is (eval mode, the same windows or images for every run): train_eval_loss.
+    train_eval: Callable[[nn.Module], float] | None = None
 
     @property
     def chance_loss(self) -> float | None:
@@ -384,6 +387,7 @@ class CharLM(Workload):
             info=text.info(config),
             sample=sample,
             floor_bpc=lambda: text_floor_bpc(corpus, settings),
+            train_eval=lambda m: text.train_loss(lambda x, y: m(x, y)[1], m),
         )
 
     @staticmethod
@@ -414,7 +418,6 @@ class CharLM(Workload):
         with torch.device("meta"):  # the declared model's shape and cost, no memory
             declared = build_gpt(text.corpus.vocab_size, config.preset, **config.model)
         rows = text.rows
-        train_x, train_y = _fixed_windows(text.train, T, max(1, len(text.vx) // 4))
 
         def logits_loss(m: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
             def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -423,14 +426,11 @@ class CharLM(Workload):
                     logits.float().reshape(x.numel(), -1), y.reshape(x.numel()))
             return loss
 
-        def train_loss(m: nn.Module) -> float:
-            return _text_mean_loss(logits_loss(m), train_x, train_y, rows, device, m)
-
         return Measurer(
             unit="tokens", units_per_step=text.B * T, train_size=len(text.train),
             next_batch=text.next_batch,
             evaluate=lambda m: text.evaluate(logits_loss(m), m),
-            train_loss=train_loss,
+            train_loss=lambda m: text.train_loss(logits_loss(m), m),
             example=text.vx[:rows].to(device),
             flops_per_unit=float(declared.flops_per_token(training=True)),
             build=self._build(config, text.corpus.vocab_size), info=text.info(config),
@@ -494,6 +494,13 @@ class _Text:
     @property
     def rows(self) -> int:
         return _eval_rows(self.device)
+
+    def train_loss(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   m: nn.Module) -> float:
+        """The mean loss on fixed windows of the training text, a quarter as many as the
+        held-out ones: ``train_eval_loss``, the plausibility check's training loss."""
+        tx, ty = _fixed_windows(self.train, self.T, max(1, len(self.vx) // 4))
+        return _text_mean_loss(loss, tx, ty, self.rows, self.device, m)
 
     def evaluate(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  m: nn.Module) -> dict[str, float]:
@@ -657,6 +664,7 @@ class Vision(Workload):
         images = self._images(config, device, settings)
         model, flops = self.declared_model(images.build)
         return Task(
+            train_eval=images.train_loss,
             model=model.to(device),
             unit="samples",
             units_per_step=images.B,
@@ -679,11 +687,10 @@ class Vision(Workload):
                  ) -> Measurer:
         images = self._images(config, device, settings)
         _, flops = self.declared_model(images.build)
-        n = max(1, min(len(images.xt), len(images.xv)) // 4)
         return Measurer(
             unit="samples", units_per_step=images.B, train_size=len(images.xt),
             next_batch=images.next_batch, evaluate=images.evaluate,
-            train_loss=lambda m: images.evaluate(m, images.xt[:n], images.yt[:n])["val_loss"],
+            train_loss=images.train_loss,
             example=images.xv[:VISION_EVAL_ROWS].to(device), flops_per_unit=flops,
             build=images.build, info=images.info)
 
@@ -704,6 +711,12 @@ class _Images:
     build: dict[str, Any]
     info: dict[str, Any]
     device: torch.device
+
+    def train_loss(self, m: nn.Module) -> float:
+        """The loss on the first training images, a quarter as many as the held-out ones:
+        ``train_eval_loss``, the plausibility check's training loss."""
+        n = max(1, min(len(self.xt), len(self.xv)) // 4)
+        return self.evaluate(m, self.xt[:n], self.yt[:n])["val_loss"]
 
     def evaluate(self, m: nn.Module, xv: torch.Tensor | None = None,
                  yv: torch.Tensor | None = None) -> dict[str, float]:

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,6 +66,7 @@ CLAIMABLE_STATES = ("pending", "failed")
 # its result replaces this one.
 RUN_STATES = ("pending", "running", "finished", "failed", "incomplete")
 DEFAULT_RETRY_INFRA_LIMIT = 3  # attempts in all, for runs that failed for infrastructure reasons
+SLOW_WRITE_S = float(os.environ.get("AIRLAB_SLOW_WRITE_S", "5"))  # logged when held longer
 BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer before it is a write error
 
 
@@ -201,8 +203,14 @@ class Store:
                               "open it writable (Store(url)) to change it")
         with self.engine.connect() as c:
             c.execution_options(airlab_write=True)
-            with c.begin():
+            with c.begin():  # BEGIN IMMEDIATE: from here on, the write lock is ours
+                t0 = time.monotonic()
                 yield c
+            held = time.monotonic() - t0
+            if held > SLOW_WRITE_S:  # other processes wait this long for the write lock
+                caller = sys._getframe(2).f_code.co_name
+                log.warning("a write transaction (%s) held the database for %.1f s", caller,
+                            held)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

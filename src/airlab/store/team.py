@@ -215,6 +215,13 @@ def list_recipes(store: Store, session: str | None = None) -> list[dict[str, Any
     return _in_session(store, recipes, session)
 
 
+def clean_source(info: dict[str, Any]) -> bool:
+    """Whether a stored run may stand in for another run with its key: not one that ran in the
+    sandbox beside generated code its own config does not name (before issue 21 every run of
+    a spec with technique files imported them all, the baseline's too, under the clean key)."""
+    return not info.get("sandbox") or "generated_code" in info
+
+
 def adopt_results(store: Store, experiment_id: int, *, host: str) -> int:
     """Give the pending runs of an experiment the result of a finished run with the same run
     key in another experiment, run on ``host`` (a run key is the run's whole resolved config,
@@ -236,7 +243,8 @@ def adopt_results(store: Store, experiment_id: int, *, host: str) -> int:
                 .where(and_(runs.c.run_key == row.run_key, runs.c.state == "finished",
                             runs.c.experiment_id != experiment_id))
                 .order_by(runs.c.id)).all()
-            src = [s for s in src if ((s.info or {}).get("provenance") or {}).get("host") == host]
+            src = [s for s in src if ((s.info or {}).get("provenance") or {}).get("host") == host
+                   and clean_source(s.info or {})]
             if not src:
                 continue
             s = src[0]
