@@ -379,8 +379,11 @@ def _decision_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
         how = []
         if s.evidence["strong"]:
             how.append(f"strong (p Holm < {d.alpha / STRONG_FACTOR:.2g})")
-        how.append(f"the gain is {'' if s.evidence['beyond_margin'] else 'not '}shown beyond "
-                   f"the margin ±{_fmt(a.margin.beyond)}{unit}")
+        if math.isfinite(a.margin.beyond):
+            how.append(f"the gain is {'' if s.evidence['beyond_margin'] else 'not '}shown "
+                       f"beyond the margin ±{_fmt(a.margin.beyond)}{unit}")
+        else:
+            how.append("no margin to show the gain beyond (declare one or calibrate)")
         notes.append(f"{row.arm}: better on {a.metric}: {delta} ({p}); {', '.join(how)}; "
                      f"{beside}; confirm on fresh seeds before building on it")
     elif d.label == "worse":

@@ -340,6 +340,11 @@ def test_each_evidence_point_is_a_test_at_its_alpha() -> None:
     nd = near.rows[1].decision
     assert nd is not None and nd.label == "better" and nd.p_beyond_holm > 0.05
     assert rate(near, FACTS).breakdown["evidence"]["checks"]["beyond_margin"] is False
+    # No margin at all (a constant baseline, none declared): no beyond point, no "nan".
+    flat = rate(analysis([3.0] * 5, BETTER, margin=None), FACTS)
+    assert flat.breakdown["evidence"]["checks"]["beyond_margin"] is False
+    line = next(c for c in flat.critique if c.startswith("arm: better"))
+    assert "no margin to show the gain beyond" in line and not re.search(r"\bnan\b", line)
 
 
 def test_the_stored_verdict_is_the_sequential_decision() -> None:
