@@ -375,3 +375,21 @@ def test_false_quality_kept_at_three_sd_is_rare() -> None:
         a = rho * b + math.sqrt(1 - rho**2) * rng.standard_normal((trials, m, n)) + 3.0
         pt = D.holm_batch(D.tost_p_batch(a - b, margin))
         assert float(np.mean((pt < 0.05).any(-1))) <= 0.05
+
+
+def test_a_one_sd_loss_is_rarely_kept_by_the_margin_rule() -> None:
+    """2,000 trials in the worst cell of the table (n = 10, rho = 0, one arm 1 sd worse): the
+    margin at the 5 + 5 floor's lower bound keeps it <= 5%; 2 sd at face value far more."""
+    rng = np.random.default_rng(21)
+    trials, n = 2000, 10
+    floor = np.sqrt(rng.standard_normal((trials, 2, 5)).var(-1, ddof=1).mean(-1))[:, None]
+    d = (rng.standard_normal((trials, 1, n)) + 1.0) - rng.standard_normal((trials, 1, n))
+
+    def kept(margin: np.ndarray) -> float:
+        ph = D.holm_batch(D.paired_p_batch(d))
+        pth = D.holm_batch(D.tost_p_batch(d, margin))
+        lab = D.label_batch(d.mean(-1), ph, pth, -1.0, 0.05)
+        return float(np.mean(D.kept_batch(lab, D.shown_batch(d.mean(-1), ph, -1.0, 0.05))))
+
+    assert kept(D.default_margin(1.0, 8) * floor) <= 0.05
+    assert kept(2.0 * floor) > 0.2
