@@ -6,8 +6,9 @@
   only by seed noise. :func:`airlab.analysis.decisions.noise_floor` of every metric the runs
   report is stored (``store/state.py``) under the baseline's workload, preset, dataset and
   budget, where :func:`airlab.analysis.compare.analyze` finds it: the equivalence margin
-  (2 sd), the MDE, time-to-target slack and the report use it. The A/A comparison of the two
-  sets is decided too: it must not come out better or worse (it would at most 5% of the time).
+  (1 sd at its lower 80 % bound), the MDE, time-to-target slack and the report use it. The
+  A/A comparison of the two sets is decided too: it must not come out better or worse (it
+  would at most 5% of the time).
 * :func:`run_controls` runs the library's controls through the normal pipeline and checks
   each arm's verdict against what it must be: a learning rate far too high must come out
   worse (positive control), dynamic int8 of a tiny model equivalent (null control). A FAIL
@@ -34,7 +35,11 @@ if TYPE_CHECKING:
     from airlab.spec import ExperimentSpec
     from airlab.store import Store
 
-DEFAULT_SEEDS = 3  # per set: 3 + 3 runs
+# Per set: 5 + 5 runs (df 8). The floor is an estimate, and its error is carried (the margin
+# at the sd's lower 80 % bound, designs at its upper one): at 3 + 3 (df 4) that costs a margin
+# of 0.82 sd instead of 0.85 and designs 1.56x the sd instead of 1.32x, i.e. ~40 % more
+# seeds in every experiment sized from it (docs/decision_rules.md).
+DEFAULT_SEEDS = 5
 # The controls in the library and the verdict each arm must get (against the baseline).
 CONTROLS: dict[str, dict[str, str]] = {
     "controls_positive": {"lr_x30": "worse"},
@@ -81,7 +86,8 @@ def calibration_spec(spec: ExperimentSpec, seeds: int = DEFAULT_SEEDS) -> Experi
     """The baseline alone on 2 x ``seeds`` seeds (sets A and B are the two halves)."""
     if seeds < 2:
         raise AirlabError(f"--seeds must be at least 2 per set, got {seeds}",
-                          "give --seeds 3 or more (3 + 3 runs)")
+                          f"give --seeds {DEFAULT_SEEDS} ({DEFAULT_SEEDS} + {DEFAULT_SEEDS} "
+                          "runs) or at least 2")
     all_seeds = next_seeds([], 2 * seeds)
     return spec.model_copy(update={
         "name": calibration_name(spec), "arms": [], "seeds": all_seeds, "sweep": None,
@@ -132,7 +138,8 @@ def calibrate(spec: ExperimentSpec, store: Store, executor: Executor, *, seeds: 
             # the quality metrics: a check per metric would be a dozen tests at 5% each, and
             # timings move with the machine's load, not with the seed.
             d = decisions.decide(a, {"B": b}, QUALITY_METRICS.get(m, spec.direction),
-                                 decisions.default_margin(f.sd))["B"]
+                                 decisions.default_margin(f.sd, f.df),
+                                 margin_upper=decisions.margin_upper(f.sd, f.df))["B"]
             aa[m] = d.label
     return Calibration(cal.name, key, set_a, set_b, floors, aa,
                        failed=sum(r["state"] == "failed" for r in rows.values()))
@@ -173,8 +180,10 @@ def describe_floor(c: Calibration) -> list[str]:
     lines = [f"{c.name}: sets A {c.seeds_a} and B {c.seeds_b} ({key})"]
     for m, f in sorted(c.floors.items()):
         lines.append(f"  {m}: mean {f.mean:.5g}, sd {f.sd:.3g} per run (df {f.df}), sd of a "
-                     f"difference {f.sd_diff:.3g}; margin 2 sd = "
-                     f"{decisions.default_margin(f.sd):.3g}"
+                     f"difference {f.sd_diff:.3g}; margin "
+                     f"{decisions.MARGIN_SIGMAS:g} sd at its lower "
+                     f"{100 * decisions.SD_CONFIDENCE:.0f}% bound = "
+                     f"{decisions.default_margin(f.sd, f.df):.3g}"
                      + (f"; A/A: {c.aa[m]}" if m in c.aa else ""))
     lines.append("timings (train_seconds, tokens_per_s, energy) move with the machine's load: "
                  "their floor holds for a machine as loaded as during calibration")

@@ -2,12 +2,16 @@
 
 Three components add up to the rating (docs/rubric.md has the table):
 
-* evidence (3): the best arm is "better" on the primary metric by the paired t test with Holm
-  across arms (1), with a paired effect size d_z of at least 0.5 toward better (1), and the
-  seeds' own rule holds (improvement > 2 sd of the baseline and Cohen's d >= 0.5; reported
-  beside the decision, worth a point, never deciding a label) (1);
+* evidence (3), only from calibrated tests: the best arm is "better" on the primary metric by
+  the paired t test with Holm across arms (1), at a tenth of that alpha too (1: "strong", p
+  Holm < 0.005 at alpha 0.05), and its gain is shown to exceed the margin, the smallest effect
+  that matters (1: a one-sided paired t test against the margin's upper bound, Holm). The
+  seeds' own rule and d_z are reported beside, as the seeds asked, and score nothing: neither
+  is a test with a known error rate. A sequential decision (`airlab decide`) scores with the
+  tests and alpha of the look that decided it;
 * impact (3): quality kept (1): "better", or equivalent by two one-sided tests against the
-  margin (never "not shown worse"); and the ONE credited cost ratio (the spec's ``credit``:
+  margin without a significant worsening (never "not shown worse", never a loss the paired
+  test finds, however small); and the ONE credited cost ratio (the spec's ``credit``:
   time-to-target seconds by default, or FLOPs, energy, size, memory; when the primary metric is
   itself a saving such as ``peak_mem_mb``, that saving) against the lab's 2x goal (1 or 2);
 * rigor (4): >= 3 finished seeds per arm, no failed runs, every run on the same hardware, real
@@ -16,9 +20,11 @@ Three components add up to the rating (docs/rubric.md has the table):
 Caps keep the bands honest: no arm improved -> at most 4 (an A/A check is never "progress");
 7+ needs every rigor check and a margin that is declared or measured (a provisional margin
 from the experiment's own baseline caps at 6); a collapsed run (text degenerated while the
-loss looked fine) -> at most 4, an overfit run -> at most 6. A ``--quick`` smoke test gets no
-rating at all ("smoke test, not rated", rating 0). Every missing point becomes a critique line
-that says what happened and names the next action in numbers.
+loss looked fine) -> at most 4, an overfit run -> at most 6; a run the trusted measuring side
+flagged implausible (its arm is never better nor kept: compare.demote_implausible) -> at
+most 4. A ``--quick`` smoke test gets no rating at all ("smoke test, not rated", rating 0).
+Every missing point becomes a critique line that says what happened and names the next action
+in numbers.
 
 Only the rubric lives here: :func:`rate` is a pure function of an Analysis and the runs'
 facts; it runs, reads and stores nothing (the pipeline, airlab.experiment, does that).
@@ -43,12 +49,15 @@ GOAL_RATIO = 2.0  # the lab's efficiency goal: 2x cheaper at the same quality
 MIN_GAIN = 1.2  # smallest cost ratio counted as a gain at all
 MEASURED_GAIN = 1.5  # a ratio of two noisy measurements without a CI must clear this margin
 MIN_SEEDS = 3
-MIN_DZ = 0.5  # paired effect size toward better that earns the effect-size point
+# "Strong" evidence: the same paired test at alpha / 10 (0.005 at 0.05, the threshold Benjamin
+# et al. 2018 proposed for claims of new discoveries). Calibrated like the test itself.
+STRONG_FACTOR = 10.0
 CAP_NO_IMPROVEMENT = 4
 CAP_RIGOR = 6
 CAP_PROVISIONAL = 6
 CAP_COLLAPSED = 4
 CAP_OVERFIT = 6
+CAP_IMPLAUSIBLE = 4
 SMOKE_BAND = "smoke test, not rated"
 
 BANDS = (("publishable", 7, 10), ("good progress", 5, 6), ("needs work", 1, 4))
@@ -95,7 +104,7 @@ class ArmScore:
 
     arm: str
     verdict: str  # the primary metric's label: better | worse | equivalent | undecided
-    evidence: dict[str, bool]
+    evidence: dict[str, bool]  # the scoring checks (calibrated tests only)
     gains: list[Gain]  # every ratio known (reported)
     best_gain: Gain | None  # the credited one (the spec's ``credit``), whether or not it counts
     quality_ok: bool  # quality kept: better or equivalent (TOST) on the quality metric
@@ -105,6 +114,8 @@ class ArmScore:
     points: dict[str, int]
     effect: float = math.nan  # d_z toward better on the primary metric (ties between arms)
     pathologies: dict[str, int] = field(default_factory=dict)
+    # Reported beside the evidence, scoring nothing: the seeds' rule and d_z.
+    reported: dict[str, Any] = field(default_factory=dict)
 
     @property
     def credited_ratio(self) -> float:
@@ -244,13 +255,19 @@ def score_arm(row: ArmRow, base: ArmRow, a: Analysis, identical: bool = False) -
     noise by construction and none is credited.
     """
     d, q = row.decision, row.quality
-    evidence = {"significant": False, "effect_size": False, "seeds_rule": False}
+    evidence = {"significant": False, "strong": False, "beyond_margin": False}
+    reported: dict[str, Any] = {"seeds_rule": False, "d_z": None}
     effect = math.nan
     if d is not None:
-        evidence["significant"] = d.label == "better"
         effect = d.dz
-        evidence["effect_size"] = bool(math.isfinite(d.dz) and d.dz >= MIN_DZ)
-        evidence["seeds_rule"] = bool(d.seeds_rule)
+        reported = {"seeds_rule": bool(d.seeds_rule),
+                    "d_z": float(d.dz) if math.isfinite(d.dz) else None}
+        if d.label == "better":
+            # Each point is a test with a known error rate, at the alpha the label was decided
+            # at (a sequential look spends less than 0.05); nan p-values never score.
+            evidence["significant"] = True
+            evidence["strong"] = bool(d.p_holm < d.alpha / STRONG_FACTOR)
+            evidence["beyond_margin"] = bool(d.p_beyond_holm < d.alpha)
     quality_ok = bool(q is not None and q.quality_kept)
     sign = 1.0 if a.quality_direction == "minimize" else -1.0
     drop = sign * q.mean_diff if q is not None else math.nan
@@ -267,7 +284,7 @@ def score_arm(row: ArmRow, base: ArmRow, a: Analysis, identical: bool = False) -
     improved = not identical and (better or eff_points > 0)
     return ArmScore(row.arm, row.verdict, evidence, gains, credited, quality_ok,
                     q.label if q is not None else "undecided", drop, improved, points, effect,
-                    dict(row.pathologies))
+                    dict(row.pathologies), reported)
 
 
 # --------------------------------------------------------------------------- rigor
@@ -351,33 +368,57 @@ def _decision_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
     unit = _unit(a.metric)
     delta = f"Δ = {d.mean_diff:+.3g}{unit}{_ci(d.ci_low, d.ci_high, unit)}"
     p = f"p Holm = {_fmt(d.p_holm)}"
+    if d.look:
+        p += f" at the look of {d.look} seeds, alpha {d.alpha:.2g} (sequential)"
     rule = "meets" if d.seeds_rule else "does not meet"
-    seeds = f"the seeds' rule (Δ > 2σ of the baseline, d ≥ 0.5) {rule} it"
+    beside = (f"reported beside, scoring nothing: d_z = {_fmt(d.dz)}, the seeds' rule (Δ > 2σ "
+              f"of the baseline, d ≥ 0.5) {rule} it")
+    m = a.margin.describe(unit)
     notes: list[str] = []
     if d.label == "better":
-        notes.append(f"{row.arm}: better on {a.metric}: {delta} ({p}, d_z = {_fmt(d.dz)}); "
-                     f"{seeds}; confirm on fresh seeds before building on it")
+        how = []
+        if s.evidence["strong"]:
+            how.append(f"strong (p Holm < {d.alpha / STRONG_FACTOR:.2g})")
+        if math.isfinite(a.margin.beyond):
+            how.append(f"the gain is {'' if s.evidence['beyond_margin'] else 'not '}shown "
+                       f"beyond the margin ±{_fmt(a.margin.beyond)}{unit}")
+        else:
+            how.append("no margin to show the gain beyond (declare one or calibrate)")
+        notes.append(f"{row.arm}: better on {a.metric}: {delta} ({p}); {', '.join(how)}; "
+                     f"{beside}; confirm on fresh seeds before building on it")
     elif d.label == "worse":
         notes.append(f"{row.arm}: worse on {a.metric}: {delta} ({p}); the change hurts at this "
                      "budget: drop the arm or change what it changes (more seeds will not "
                      "turn it around)")
+    elif d.label == "equivalent" and d.shown == "worse":
+        notes.append(f"{row.arm}: equivalent (negligible) on {a.metric} within {m}, but the "
+                     f"paired test finds a loss: {delta} ({p}; TOST p Holm = "
+                     f"{_fmt(d.p_tost_holm)}); a real loss is never quality kept, so no cost "
+                     "ratio is credited")
     elif d.label == "equivalent":
+        gain = (f"; a real but negligible gain ({p}): smaller than the margin, so not better"
+                if d.shown == "better" else "")
         notes.append(f"{row.arm}: equivalent to the baseline on {a.metric} within the margin "
-                     f"{a.margin.describe(unit)}: {delta} (TOST p Holm = {_fmt(d.p_tost_holm)})")
+                     f"{m}: {delta} (TOST p Holm = {_fmt(d.p_tost_holm)}){gain}")
     else:
         what = d.note or (f"neither a difference (p Holm = {_fmt(d.p_holm)}) nor equivalence "
-                          f"within {a.margin.describe(unit)} (TOST p Holm = "
-                          f"{_fmt(d.p_tost_holm)}) is shown")
+                          f"within {m} (TOST p Holm = {_fmt(d.p_tost_holm)}) is shown")
+        if d.look:
+            what += f" by the look of {d.look} seeds (sequential)"
         line = f"{row.arm}: undecided on {a.metric}: {delta}; {what}"
         if math.isfinite(row.mde):
             line += (f"; the smallest effect {d.n} seeds detect is {_fmt(row.mde)}{unit} "
                      f"(from the sd of {row.mde_source})")
         need = row.seeds_needed
-        if need is not None and d.n < need < 1000:
-            line += f"; about {need} seeds would detect the observed {_fmt(abs(d.mean_diff))}" \
-                    f"{unit}: run `airlab decide {a.name}`"
-        elif need is not None and need >= 1000:
-            line += "; the observed difference is too small to detect: treat it as no effect"
+        effect = f"{_fmt(row.seeds_effect)}{unit}"
+        if need is not None and need < 1000:
+            line += (f"; about {need} seeds find an effect the size of the margin ({effect}, "
+                     "the smallest that matters) with 80% power: run "
+                     f"`airlab decide {a.name}`")
+        elif need is not None:
+            line += (f"; over 1000 seeds would be needed to find an effect the size of the "
+                     f"margin ({effect}) at this noise: declare the smallest effect that "
+                     "matters as `margin:`, or reduce the noise")
         notes.append(line)
     return notes
 
@@ -393,7 +434,7 @@ def _quality_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
         how = "better" if q.label == "better" else \
             f"equivalent within {a.quality_margin.describe(unit)}"
         return [f"{row.arm}: quality kept on {a.quality_metric} ({how}; {delta})"]
-    if q.label == "worse":
+    if q.label == "worse" or q.shown == "worse":
         return [f"{row.arm}: quality is worse on {a.quality_metric} ({delta}, p Holm = "
                 f"{_fmt(q.p_holm)}): the saving costs quality"]
     return [f"{row.arm}: quality not shown kept on {a.quality_metric} ({delta}; equivalence "
@@ -403,7 +444,9 @@ def _quality_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
 
 def _impact_notes(s: ArmScore, row: ArmRow, a: Analysis) -> list[str]:
     notes: list[str] = []
-    if a.quality_is_primary and not s.quality_ok and s.verdict not in ("worse",):
+    d = row.decision
+    shown_worse = d is not None and d.shown == "worse"
+    if a.quality_is_primary and not s.quality_ok and s.verdict != "worse" and not shown_worse:
         notes.append(f"{row.arm}: quality not shown kept: 'quality kept' needs better or "
                      f"equivalent within {a.margin.describe(_unit(a.metric))}")
     g = s.best_gain
@@ -444,6 +487,11 @@ def _pathology_notes(a: Analysis) -> list[str]:
             notes.append(f"{r.arm}: {r.pathologies['overfit']} run(s) overfit (validation "
                          "loss rose while training loss fell): use more data or a smaller "
                          "budget, or add regularization")
+        if r.implausible_runs:
+            notes.append(f"{r.arm}: {r.implausible_runs} run(s) flagged implausible by the "
+                         f"trusted measuring side ({'; '.join(r.implausible[:3])}): its "
+                         "results are not believed (never better, kept or credited); find "
+                         "the cause and rerun")
     return notes
 
 
@@ -514,6 +562,8 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
         cap(CAP_COLLAPSED, "a run collapsed (degenerate generated text)")
     if any(r.pathologies.get("overfit") for r in sick):
         cap(CAP_OVERFIT, "a run overfit (validation loss rose while training loss fell)")
+    if any(r.implausible_runs for r in sick):
+        cap(CAP_IMPLAUSIBLE, "a run was flagged implausible by the trusted measuring side")
     if not best.improved:
         critique.append("no arm shows an improvement: this counts as a negative (or A/A) "
                         "result, not progress")
@@ -529,11 +579,18 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
         if s is best:
             critique += _impact_notes(s, row, a)
     critique += _pathology_notes(a)
+    if a.sequential is not None:
+        looks = a.sequential.get("looks", [])
+        critique.append(f"labels are the sequential decision of `airlab decide` ({len(looks)} "
+                        f"look(s) at {', '.join(str(x['n']) for x in looks) or 'none'} seeds, "
+                        f"alpha {a.sequential.get('alpha', ALPHA):g} over all looks and arms); "
+                        "the p-values shown are those of the deciding look")
     critique += rigor_notes
     critique += caps
     gain = best.best_gain
     breakdown = {
-        "evidence": {"points": best.points["evidence"], "max": 3, "checks": best.evidence},
+        "evidence": {"points": best.points["evidence"], "max": 3, "checks": best.evidence,
+                     "reported": best.reported},
         "impact": {"points": best.points["impact"], "max": 3,
                    "checks": {"efficiency": gain.label() if gain else None,
                               "efficiency_credited": bool(gain and gain.credited),
@@ -553,9 +610,9 @@ def rate(a: Analysis, facts: RunFacts | None = None) -> Verdict:
 
 def rubric_version() -> str:
     """A hash of the rubric's constants and the source of its rating functions."""
-    parts = [repr((ALPHA, GOAL_RATIO, MIN_GAIN, MEASURED_GAIN, MIN_SEEDS, MIN_DZ,
+    parts = [repr((ALPHA, GOAL_RATIO, MIN_GAIN, MEASURED_GAIN, MIN_SEEDS, STRONG_FACTOR,
                    CAP_NO_IMPROVEMENT, CAP_RIGOR, CAP_PROVISIONAL, CAP_COLLAPSED, CAP_OVERFIT,
-                   BANDS, COMPONENT_MAX))]
+                   CAP_IMPLAUSIBLE, BANDS, COMPONENT_MAX))]
     for fn in (Gain, _gains, score_arm, _rigor, rate):
         try:
             parts.append(inspect.getsource(fn))

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from conftest import MICRO
+from scipy import stats as st
 
 from airlab.analysis.compare import analyze
 from airlab.calibrate import CONTROLS, calibrate, calibration_spec
@@ -57,11 +58,12 @@ def test_calibrate_stores_a_floor_that_analyze_uses(db_url: str) -> None:
     n = len(list_noise_floors(store))
     calibrate(spec, store, ex, seeds=2)
     assert len(list_noise_floors(store)) == n
-    # An experiment on the same setup takes its margin (2 sd) and its MDE from the floor.
+    # An experiment on the same setup takes its margin (1 sd at its lower 80% bound on the
+    # floor's df, issue 22) and its MDE from the floor.
     out = run_experiment(spec, store, ex)
     a = analyze(store, "m", runs=out.runs.rows)
     assert a.margin.source == "noise floor"
-    assert a.margin.value == pytest.approx(2 * f.sd)
+    assert a.margin.value == pytest.approx(f.sd * math.sqrt(2 / st.chi2.ppf(0.8, 2)))
     assert a.rows[1].mde_source == "noise floor" and math.isfinite(a.rows[1].mde)
     assert "val_loss" in a.floors
 

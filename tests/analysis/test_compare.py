@@ -8,9 +8,11 @@ import re
 from typing import Any
 
 import pytest
+from scipy import stats as st
 
+from airlab.analysis import decisions
 from airlab.analysis.compare import analyze
-from airlab.store import Store, floor_key, save_noise_floor
+from airlab.store import Store, floor_key, save_noise_floor, save_sequential_state
 from airlab.validate import rate
 
 SEEDS = [42, 137, 256, 512, 1024]
@@ -18,8 +20,10 @@ CFG = {"workload": "charlm", "preset": "tiny", "dataset": "pycode", "tokens": 30
 
 
 def store_experiment(store: Store, name: str, values: dict[str, list[dict[str, float]]],
-                     metric: str = "val_loss", **spec_extra: Any) -> None:
-    """Arms -> per-seed metric dicts; each run gets a short falling val_loss curve."""
+                     metric: str = "val_loss", infos: dict[str, list[dict[str, Any]]] | None
+                     = None, **spec_extra: Any) -> None:
+    """Arms -> per-seed metric dicts (and run infos); each run gets a short falling val_loss
+    curve."""
     arms = list(values)
     spec = {"name": name, "baseline": {"name": arms[0]},
             "arms": [{"name": a} for a in arms[1:]], "seeds": SEEDS,
@@ -33,8 +37,9 @@ def store_experiment(store: Store, name: str, values: dict[str, list[dict[str, f
         final = m.get("val_loss", 3.0)
         curve = [{"step": k, "units": 1000.0 * k, "train_seconds": 1.0 * k, "flops": 1e9 * k,
                   "val_loss": final + 0.5 * (3 - k)} for k in (1, 2, 3)]
+        info = (infos or {}).get(r["arm"], [{}] * len(SEEDS))[SEEDS.index(r["seed"])]
         store.claim(r["id"])
-        store.finish(r["id"], "finished", None, m, curve, {})
+        store.finish(r["id"], "finished", None, m, curve, info)
 
 
 BASE = [3.00, 3.02, 2.99, 3.01, 2.98]
@@ -55,7 +60,9 @@ def test_analyze_decides_by_paired_t_and_tost_with_the_stored_floor(db_url: str)
                      {"n": 10, "df": 8, "mean": 3.0, "sd": 0.01, "sd_diff": 0.0141},
                      "e.calibrate")
     a = analyze(store, "e")
-    assert a.margin.source == "noise floor" and a.margin.value == pytest.approx(0.02)
+    # 1 sd of the floor at its lower 80% bound on df 8 (issue 22; it was 2 sd at face value).
+    assert a.margin.source == "noise floor"
+    assert a.margin.value == pytest.approx(0.01 * math.sqrt(8 / st.chi2.ppf(0.8, 8)))
     labels = {r.arm: r.verdict for r in a.rows[1:]}
     assert labels == {"same": "equivalent", "worse": "worse"}
     assert a.rows[1].mde_source == "noise floor"
@@ -95,3 +102,33 @@ def test_a_saving_metric_judges_quality_on_val_loss(db_url: str) -> None:
     v = rate(a)
     assert v.breakdown["impact"]["checks"]["efficiency"].startswith("peak_mem_mb saving")
     assert not any(re.search(r"\bnan\b", c) for c in v.critique)
+
+
+def test_analyze_reads_implausible_flags_and_the_sequential_state(db_url: str) -> None:
+    """Issue 21's flags and issue 22's sequential verdict reach analyze from the store."""
+    store = Store(db_url)
+    why = "val_loss 0.28 far below train loss 2.1"
+    store_experiment(store, "flag", {
+        "base": [{"val_loss": v} for v in BASE],
+        "win": [{"val_loss": v - 0.2 + 0.001 * i, "implausible": float(i == 1)}
+                for i, v in enumerate(BASE)],
+        "clean": [{"val_loss": v - 0.2 + 0.001 * i, "implausible": 0.0}
+                  for i, v in enumerate(BASE)],
+    }, infos={"win": [{"implausible": [why]} if i == 1 else {} for i in range(5)]})
+    a = analyze(store, "flag")
+    win, clean = a.rows[1], a.rows[2]
+    assert win.implausible_runs == 1 and win.implausible == [f"seed {SEEDS[1]}: {why}"]
+    assert win.verdict == "undecided" and clean.verdict == "better"
+    assert clean.implausible_runs == 0
+    v = rate(a)
+    assert v.best_arm == "clean" and any(why in c for c in v.critique)
+    # A sequential state in the store: its labels are the verdict's, not fixed-n ones.
+    state = decisions.new_sequential_state(["win", "clean"], n_max=10)
+    _, state = decisions.sequential_look(
+        state, BASE[:3], {"win": [v - 0.2 for v in BASE[:3]],
+                          "clean": [v + 0.0005 for v in BASE[:3]]}, margin=0.02)
+    save_sequential_state(store, "flag", state)
+    s = analyze(store, "flag")
+    assert s.sequential is not None and s.rows[2].decision is not None
+    assert s.rows[2].verdict == state["decided"]["clean"] == "undecided"
+    assert s.rows[2].decision.look == 3

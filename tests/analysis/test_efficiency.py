@@ -38,7 +38,9 @@ def test_geo_ratio_is_a_t_interval_on_logs() -> None:
 
 
 def test_paired_time_to_target_and_not_reached() -> None:
-    """Two seeds: each pair's target is the other seed's baseline final + 3 sd of both finals."""
+    """Two seeds and a noise floor: each pair's target is the other seed's baseline final + 3
+    floor sds. Without a floor two seeds give no target: the slack would have to come from
+    the pair's own final (issue 22)."""
     base = {1: {"curve": curve([(0, 4.0), (10, 3.0), (20, 2.0)]),
                 "metrics": {"energy_kwh_est": 2.0, "model_bytes": 400.0}},
             2: {"curve": curve([(0, 4.0), (10, 3.0), (20, 2.2)]),
@@ -47,13 +49,11 @@ def test_paired_time_to_target_and_not_reached() -> None:
                 "metrics": {"energy_kwh_est": 2.0, "model_bytes": 100.0}},
             2: {"curve": curve([(0, 4.0), (10, 3.0), (20, 2.5)]),  # never reaches 2.0
                 "metrics": {"energy_kwh_est": 2.0, "model_bytes": 100.0}}}
-    e = arm_efficiency("fast", "val_loss", "minimize", base, fast,
-                       {"model_bytes": 400.0, "val_loss": 2.1},
-                       {"model_bytes": 100.0, "val_loss": 2.15})
-    slack = 3 * np.std([2.0, 2.2], ddof=1)
-    assert e.targets == pytest.approx([2.2 + slack, 2.0 + slack])
+    means = ({"model_bytes": 400.0, "val_loss": 2.1}, {"model_bytes": 100.0, "val_loss": 2.15})
+    e = arm_efficiency("fast", "val_loss", "minimize", base, fast, *means, floor_sd=0.02)
+    assert e.targets == pytest.approx([2.2 + 0.06, 2.0 + 0.06])
     assert e.n == 2 and e.reached == 1
-    # Pair 1 (target 2.2 + slack): the arm gets there in half the baseline's time.
+    # Pair 1 (target 2.26): the arm gets there in half the baseline's time.
     assert e.ratio["train_seconds"][0] == pytest.approx(2.0)
     assert e.ratio["energy_kwh_est"][0] == pytest.approx(2.0)
     assert math.isnan(e.ratio["train_seconds"][1])  # no interval from one pair
@@ -61,20 +61,30 @@ def test_paired_time_to_target_and_not_reached() -> None:
     assert e.size_ratio == pytest.approx(4.0)
     assert e.quality_drop == pytest.approx(0.05)
     assert "1 of 2 seed pairs" in e.notes[0]
+    no_floor = arm_efficiency("fast", "val_loss", "minimize", base, fast, *means)
+    assert all(math.isnan(t) for t in no_floor.targets) and no_floor.reached == 0
+    assert "3 seed pairs or a noise floor" in no_floor.notes[0]
 
 
 def test_loo_targets_leave_each_seed_out() -> None:
-    f = np.array([1.80, 1.83, 1.79, 1.81])
+    """Without a floor the slack is 3 x the other seeds' sd at its upper 80% bound (chi-square
+    on n - 2 df); pair i's own final moves neither centre nor slack of its target."""
+    f = np.array([2.000, 2.012, 1.995, 2.006])
     got = loo_targets(f, "minimize", slack_sigmas=3.0)
+    up = math.sqrt(2 / st.chi2.ppf(0.2, 2))
     for i in range(4):
-        assert got[i] == pytest.approx(np.delete(f, i).mean() + 3.0 * f.std(ddof=1), rel=1e-12)
+        o = np.delete(f, i)
+        assert got[i] == pytest.approx(o.mean() + 3.0 * o.std(ddof=1) * up, rel=1e-12)
     acc = loo_targets(f, "maximize", floor_sd=0.01)
     assert acc[0] == pytest.approx(np.delete(f, 0).mean() - 0.03)
-    # Seed i's own final does not move the centre of its own target.
+    # Issue 22, hole 6: seed 0's final moving from 2.000 to 2.060 left its own target at
+    # 2.011 -> 2.102 under the old slack (all finals); now it does not move it at all.
     g = f.copy()
-    g[2] = 5.0
-    assert loo_targets(g, "minimize", floor_sd=0.01)[2] == pytest.approx(
-        loo_targets(f, "minimize", floor_sd=0.01)[2])
+    g[0] = 2.060
+    for floor in (math.nan, 0.01):
+        assert loo_targets(g, "minimize", floor_sd=floor)[0] == pytest.approx(
+            loo_targets(f, "minimize", floor_sd=floor)[0], rel=1e-12)
+    assert np.isnan(loo_targets(f[:2], "minimize")).all()  # 2 seeds, no floor: no slack
 
 
 def test_crossing_batch_matches_cost_to_target() -> None:

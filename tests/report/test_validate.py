@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from conftest import MICRO
+from scipy import stats as st
 
 from airlab import validate
+from airlab.analysis import decisions as D
 from airlab.analysis import stats
 from airlab.analysis.compare import (
     QUALITY_METRICS,
@@ -45,7 +47,9 @@ def analysis(base: Sequence[float], arm: Sequence[float], *, arm_means: dict[str
              quality: tuple[Sequence[float], Sequence[float]] | None = None,
              floors: dict[str, NoiseFloor] | None = None,
              pathologies: dict[str, int] | None = None,
-             more_arms: dict[str, Sequence[float]] | None = None) -> Analysis:
+             more_arms: dict[str, Sequence[float]] | None = None,
+             implausible: dict[str, list[str]] | None = None,
+             sequential: dict[str, Any] | None = None) -> Analysis:
     """An Analysis built the way compare.analyze builds one, from per-seed values."""
     seeds = next_seeds([], len(base))
     extra = dict(more_arms or {})
@@ -69,9 +73,13 @@ def analysis(base: Sequence[float], arm: Sequence[float], *, arm_means: dict[str
     rows += [row(k, v, [], default) for k, v in extra.items()]
     if pathologies:
         rows[1].pathologies = dict(pathologies)
+    for r in rows:  # runs the measuring side flagged: arm -> reasons (one run each)
+        r.implausible = list((implausible or {}).get(r.arm, []))
+        r.implausible_runs = len(r.implausible)
     qm = metric if metric in QUALITY_METRICS else "val_loss"
     a = Analysis(name, metric, direction, spec, rows, qm, QUALITY_METRICS.get(qm, "minimize"),
-                 floors=floors or {}, credit=credit, quick=is_quick(name, spec))
+                 floors=floors or {}, credit=credit, quick=is_quick(name, spec),
+                 sequential=sequential)
     apply_decisions(a)
     if efficiency is not None:
         rows[1].efficiency = efficiency
@@ -162,19 +170,26 @@ def test_zero_spread_is_undecided_not_p_zero() -> None:
     assert d is not None and d.label == "undecided" and math.isnan(d.p) and math.isnan(d.dz)
     # With a stored noise floor the floor's sd of differences is used instead.
     floor = NoiseFloor(n=10, df=8, mean=3.0, sd=0.002, sd_diff=0.002 * math.sqrt(2))
-    f = analysis(BASE, shifted, floors={"val_loss": floor})
+    f = analysis(BASE, shifted, floors={"val_loss": floor}, margin=0.005)
     fd = f.rows[1].decision
     assert fd is not None and fd.label == "better" and math.isfinite(fd.p) and fd.p > 0
+    # Inside a margin of 0.05 the same 0.01 gain is real but negligible (issue 22).
+    g = analysis(BASE, shifted, floors={"val_loss": floor}).rows[1].decision
+    assert g is not None and g.label == "equivalent" and g.shown == "better" and g.negligible
 
 
 def test_margin_from_floor_or_provisional() -> None:
     floor = NoiseFloor(n=10, df=8, mean=3.0, sd=0.004, sd_diff=0.004 * math.sqrt(2))
     a = analysis(BASE, SAME, margin=None, floors={"val_loss": floor})
-    assert a.margin.source == "noise floor" and a.margin.value == pytest.approx(0.008)
+    # 1 sd at its lower 80% bound on the floor's 8 df (issue 22; it was 2 sd at face value).
+    lower = 0.004 * math.sqrt(8 / st.chi2.ppf(0.8, 8))
+    assert a.margin.source == "noise floor" and a.margin.value == pytest.approx(lower)
+    assert a.margin.upper == pytest.approx(0.004 * math.sqrt(8 / st.chi2.ppf(0.2, 8)))
     assert a.rows[1].mde_source == "noise floor"
     p = analysis(BASE, SAME, margin=None, credit="size",
                  arm_means={"train_seconds": 10.0, "model_bytes": 1000.0})
-    assert p.margin.provisional and p.margin.value == pytest.approx(2 * stats.summarize(BASE).sd)
+    own = stats.summarize(BASE).sd * math.sqrt(4 / st.chi2.ppf(0.8, 4))
+    assert p.margin.provisional and p.margin.value == pytest.approx(own)
     v = rate(p, FACTS)
     assert v.rating == 6 and any("provisional margin" in c for c in v.caps)
 
@@ -254,6 +269,157 @@ def test_bands_and_seed_sequence() -> None:
     assert len(set(next_seeds([], 14))) == 14
     assert look_schedule(3, 10, 2) == [3, 5, 7, 9, 10]
     assert look_schedule(3, 3, 2) == [3] and look_schedule(5, 3, 1) == [5]
+
+
+# --------------------------------------------------------------------------- issue 22
+# The deterministic cases of issue 22, through apply_decisions (what analyze calls) and rate.
+
+BASE2 = [2.00, 2.02, 1.98, 2.01, 1.99]
+
+
+def test_a_real_loss_inside_the_margin_is_never_kept_nor_credited() -> None:
+    """Hole 1: +0.008..+0.012 on every seed, margin 0.036, 2.5x faster to target. It was
+    "worse" yet quality kept and rated 7 (publishable) while the critique said drop it."""
+    arm = [b + d for b, d in zip(BASE2, [0.010, 0.008, 0.012, 0.009, 0.011], strict=True)]
+    a = analysis(BASE2, arm, margin=0.036, efficiency=eff((2.5, 2.3, 2.7)))
+    d = a.rows[1].decision
+    assert d is not None and 1.4e-4 < d.p_holm < 1.6e-4
+    assert d.label == "equivalent" and d.shown == "worse" and not d.quality_kept
+    v = rate(a, FACTS)
+    checks = v.breakdown["impact"]["checks"]
+    assert checks["quality_kept"] is False and v.breakdown["impact"]["points"] == 0
+    assert v.breakdown["evidence"]["points"] == 0 and v.rating == 4 and v.band == "needs work"
+    text = "\n".join(v.critique)
+    assert "equivalent (negligible)" in text and "a real loss is never quality kept" in text
+    assert "does not count while quality is not shown kept" in text
+    assert "drop the arm" not in text  # no contradiction with the label
+
+
+def test_a_negligible_gain_is_not_better_and_scores_no_evidence() -> None:
+    """Hole 2: -0.0002 nats on every seed, inside margins of 0.036 and 0.05: it was "better"
+    and rated 7; it is equivalent (negligible), not an improvement: at most 4."""
+    arm = [b - 0.0002 + e for b, e in zip(BASE2, [1e-5, -1e-5, 2e-5, 0.0, -2e-5], strict=True)]
+    for margin in (0.036, 0.05):
+        a = analysis(BASE2, arm, margin=margin)
+        d = a.rows[1].decision
+        assert d is not None and d.p_holm < 0.05 and d.label == "equivalent" and d.negligible
+        v = rate(a, FACTS)
+        assert v.breakdown["evidence"]["points"] == 0
+        assert v.breakdown["impact"]["decisions"] == {"arm": "equivalent"}
+        assert v.rating == 4 and any("no arm improved" in c for c in v.caps)
+        assert any("real but negligible gain" in c for c in v.critique)
+
+
+def test_evidence_points_come_only_from_calibrated_tests() -> None:
+    """Hole 3: p Holm 0.12, a 1.5x ratio, quality equivalent; the seeds' rule and d_z >= 0.5
+    hold. They earned 2 points (rating 8); reported beside, they score nothing: 6."""
+    arm = [b + d for b, d in zip(BASE, [-0.09, -0.06, -0.03, 0.0, 0.005], strict=True)]
+    a = analysis(BASE, arm, margin=0.08, efficiency=eff((1.5, 1.3, 1.7)))
+    d = a.rows[1].decision
+    assert d is not None and d.p_holm == pytest.approx(
+        st.ttest_rel(arm, BASE).pvalue, rel=1e-10) and 0.11 < d.p_holm < 0.13
+    assert d.seeds_rule and d.dz >= 0.5 and d.label == "equivalent" and d.quality_kept
+    v = rate(a, FACTS)
+    assert v.breakdown["evidence"]["points"] == 0 and v.breakdown["impact"]["points"] == 2
+    assert v.rating == 6
+    assert v.breakdown["evidence"]["reported"]["seeds_rule"] is True
+    assert v.breakdown["evidence"]["reported"]["d_z"] == pytest.approx(d.dz)
+    assert set(v.breakdown["evidence"]["checks"]) == {"significant", "strong", "beyond_margin"}
+
+
+def test_each_evidence_point_is_a_test_at_its_alpha() -> None:
+    """A clear win earns all three (p Holm < 0.005, gain beyond the margin); the same gain
+    against a margin wider than it keeps 'better' only when it is outside the interval."""
+    a = analysis(BASE, BETTER)
+    d = a.rows[1].decision
+    assert d is not None and d.p_holm < 0.005 and d.p_beyond_holm < 0.05
+    assert rate(a, FACTS).breakdown["evidence"]["checks"] == {
+        "significant": True, "strong": True, "beyond_margin": True}
+    # Gain ~0.2 with a margin of 0.19: better (not inside), but not shown beyond 0.19.
+    near = analysis(BASE, BETTER, margin=0.19)
+    nd = near.rows[1].decision
+    assert nd is not None and nd.label == "better" and nd.p_beyond_holm > 0.05
+    assert rate(near, FACTS).breakdown["evidence"]["checks"]["beyond_margin"] is False
+    # No margin at all (a constant baseline, none declared): no beyond point, no "nan".
+    flat = rate(analysis([3.0] * 5, BETTER, margin=None), FACTS)
+    assert flat.breakdown["evidence"]["checks"]["beyond_margin"] is False
+    line = next(c for c in flat.critique if c.startswith("arm: better"))
+    assert "no margin to show the gain beyond" in line and not re.search(r"\bnan\b", line)
+
+
+def test_the_stored_verdict_is_the_sequential_decision() -> None:
+    """Hole 4: fixed n at the stopping point says better (p 0.04 at 6 pairs); the sequential
+    procedure (looks at 3 and 6) left it undecided. The verdict follows the sequential one."""
+    base = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02]
+    arm = [b - x for b, x in zip(base, [0.05, 0.11, -0.02, 0.09, 0.01, 0.08], strict=True)]
+    fixed = analysis(base, arm, margin=0.01)
+    assert fixed.rows[1].verdict == "better"
+    state = D.new_sequential_state(["arm"], n_max=6)
+    for n in (3, 6):
+        _, state = D.sequential_look(state, base[:n], {"arm": arm[:n]}, margin=0.01)
+    a = analysis(base, arm, margin=0.01, sequential=state)
+    d = a.rows[1].decision
+    assert d is not None and a.rows[1].verdict == "undecided" and d.look == 6
+    v = rate(a, FACTS)
+    assert v.breakdown["impact"]["decisions"] == {"arm": "undecided"} and v.rating <= 4
+    assert any("sequential decision of `airlab decide` (2 look(s) at 3, 6 seeds" in c
+               for c in v.critique)
+    # A sequential "better" scores its evidence at the alpha the deciding look spent.
+    win = analysis(BASE + [2.99], BETTER + [2.79], sequential=D.sequential_look(
+        D.new_sequential_state(["arm"], n_max=6), BASE + [2.99], {"arm": BETTER + [2.79]},
+        margin=0.05)[1])
+    wd = win.rows[1].decision
+    assert wd is not None and wd.label == "better" and wd.alpha == pytest.approx(0.05)
+
+
+def test_undecided_seeds_needed_come_from_the_margin_never_the_observed_difference() -> None:
+    """Hole 7: an A/A-like undecided arm said "about 41-128 seeds would detect the observed"
+    or "too small to detect: treat it as no effect". Seeds-needed is now a design for an
+    effect the size of the margin, with the sd's upper 80% bound."""
+    floor = NoiseFloor(n=10, df=8, mean=3.0, sd=0.01, sd_diff=0.01 * math.sqrt(2))
+    noisy = [3.012, 3.004, 2.981, 3.019, 2.986]
+    a = analysis(BASE, noisy, margin=None, floors={"val_loss": floor})
+    row = a.rows[1]
+    assert row.verdict == "undecided" and row.seeds_effect == pytest.approx(a.margin.value)
+    want = D.seeds_needed_paired(D.sd_bounds(floor.sd_diff, 8)[1], a.margin.value, 1)
+    assert row.seeds_needed == want
+    v = rate(a, FACTS)
+    line = next(c for c in v.critique if c.startswith("arm: undecided"))
+    assert f"about {want} seeds find an effect the size of the margin" in line
+    assert "observed" not in line and "treat it as no effect" not in line
+    # Too small a margin for the noise says so, and never "no effect".
+    tiny = rate(analysis(BASE, noisy, margin=1e-5), FACTS)
+    line = next(c for c in tiny.critique if c.startswith("arm: undecided"))
+    assert "over 1000 seeds" in line and "no effect" not in line
+
+
+def test_an_implausible_run_is_never_better_kept_or_credited() -> None:
+    """Issue 21's flags: an arm with a run the measuring side flagged is never better nor
+    kept nor credited, the verdict is at most 4 and the critique names the reason."""
+    why = "val_loss 0.28 far below train loss 2.1"
+    a = analysis(BASE, BETTER, efficiency=eff((2.4, 2.1, 2.7)), implausible={"arm": [why]})
+    d = a.rows[1].decision
+    assert d is not None and d.label == "undecided" and not d.quality_kept
+    assert why in d.note
+    v = rate(a, FACTS)
+    assert v.rating == 4 and v.breakdown["impact"]["points"] == 0
+    assert v.breakdown["impact"]["checks"]["efficiency_credited"] is True  # the ratio itself
+    assert v.breakdown["impact"]["checks"]["quality_kept"] is False  # ...but not counted
+    assert any(why in c for c in v.critique)
+    # An equivalent, 4x smaller arm: not kept, no size credit.
+    small = {"train_seconds": 10.0, "model_bytes": 1000.0}
+    s = rate(analysis(BASE, SAME, arm_means=small, credit="size",
+                      implausible={"arm": [why]}), FACTS)
+    assert s.rating <= 4 and s.breakdown["impact"]["points"] == 0
+    # A flagged baseline run: no arm is believed better.
+    b = rate(analysis(BASE, BETTER, efficiency=eff((2.4, 2.1, 2.7)),
+                      implausible={"base": ["eval on training data"]}), FACTS)
+    assert b.rating == 4 and b.breakdown["impact"]["decisions"] == {"arm": "undecided"}
+    assert any(c.startswith("base: 1 run(s) flagged implausible") and "eval on training data"
+               in c for c in b.critique)
+    # Worse stays worse.
+    w = analysis(BASE, [3.3, 3.31, 3.29, 3.32, 3.3], implausible={"arm": [why]})
+    assert w.rows[1].verdict == "worse"
 
 
 # --------------------------------------------------------------------------- real runs

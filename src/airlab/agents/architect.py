@@ -6,7 +6,7 @@ It decides three things and writes down why:
   the idea's arm with the Researcher's option values, and one ablation (the idea's declared or
   derived ablation; for a stack, the stack minus each part);
 * **seeds**: enough pairs to see the predicted effect over the measured noise floor at 80 %
-  power (``decisions.seeds_needed_paired``), at least 3 (the time-to-target interval needs 3
+  power (``decisions.design_pairs``), at least 3 (the time-to-target interval needs 3
   reached pairs) and no more than fit the time box;
 * **budget**: the idea's own budget (or the session's), cut so that the runs still to do fit
   the sprint's time box at the throughput measured on this machine (median of stored runs of
@@ -69,7 +69,7 @@ class Design:
 
 
 def _floor_sd_diff(store: Store, config: Mapping[str, Any], budget: Mapping[str, float]
-                   ) -> tuple[float, str]:
+                   ) -> tuple[float, float, str]:
     from airlab.store import floor_key, load_noise_floor
 
     try:
@@ -77,8 +77,9 @@ def _floor_sd_diff(store: Store, config: Mapping[str, Any], budget: Mapping[str,
     except Exception:  # noqa: BLE001 - an unreadable floor only loses the sizing
         floor = None
     if floor and math.isfinite(float(floor.get("sd_diff", math.nan))):
-        return float(floor["sd_diff"]), f"noise floor {floor.get('source', '')}".strip()
-    return math.nan, "none measured"
+        return (float(floor["sd_diff"]), float(floor.get("df", 0)),  # df: the floor's error
+                f"noise floor {floor.get('source', '')}".strip())
+    return math.nan, math.nan, "none measured"
 
 
 class Architect:
@@ -121,7 +122,7 @@ class Architect:
         ``target``: a declared time-to-target value for every arm (else leave-one-seed-out
         targets from the baseline's finals).
         """
-        from airlab.analysis.decisions import seeds_needed_paired
+        from airlab.analysis.decisions import design_pairs
         from airlab.plan import resolve
 
         notes: list[str] = []
@@ -149,9 +150,9 @@ class Architect:
             chosen = list(seeds)
             seeds_reason = f"{len(chosen)} seeds given by the session"
         else:
-            sd_diff, floor_source = _floor_sd_diff(self.store, config, {"tokens": tokens})
+            sd_diff, sd_df, floor_source = _floor_sd_diff(self.store, config, {"tokens": tokens})
             if math.isfinite(sd_diff) and effect and abs(effect) > 0:
-                need = seeds_needed_paired(sd_diff, abs(effect), arms=n_arms)
+                need = design_pairs(sd_diff, abs(effect), arms=n_arms, sd_df=sd_df)
                 n = min(max(need, MIN_SEEDS), MAX_SEEDS)
                 seeds_reason = (f"{need} pairs find the predicted effect {effect:+.3g} over "
                                 f"the noise floor (sd_diff {sd_diff:.3g}, {floor_source}) at 80 % "

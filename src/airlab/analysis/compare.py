@@ -5,19 +5,27 @@ spec's arms and seeds (never planned again here), and :func:`run_facts` gives th
 provenance, budgets and datasets of those runs.
 
 Decisions come from :func:`airlab.analysis.decisions.decide` (docs/decision_rules.md):
-better/worse by the paired t test with Holm across arms; "equivalent" (quality kept) only by
-TOST against a margin: the spec's ``margin`` (or its ``tolerance``), else 2 sd of the noise
-floor stored by ``airlab calibrate`` for this workload, preset, dataset and budget, else a
-provisional 2 sd of the experiment's own baseline (labelled provisional). When the primary
+"equivalent" by TOST against a margin (first: an interval wholly inside it is equivalent,
+negligible when also significant), better/worse by the paired t test with Holm across arms;
+quality is kept when better or equivalent without a significant worsening. The margin: the
+spec's ``margin`` (or its ``tolerance``), else 1 sd (its lower 80 % bound) of the noise floor
+stored by ``airlab calibrate`` for this workload, preset, dataset and budget, else a
+provisional one from the experiment's own baseline (labelled provisional). When the primary
 metric is not a quality metric (checkpointing's ``peak_mem_mb``) quality is judged on the
 validation loss by equivalence, and the primary metric is the saving.
+
+An experiment decided by ``airlab decide`` has a sequential state in the store; its stored
+labels, and the tests and alpha of the looks that decided them, replace the fixed-n ones
+(a fixed-n test at a data-dependent n is not the test that controlled the error). A run the
+trusted measuring side flagged ``implausible`` keeps its arm (and, for the baseline, every
+arm) from being better or quality kept.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airlab.analysis import decisions, stats
@@ -25,7 +33,7 @@ from airlab.analysis.decisions import ArmDecision, NoiseFloor
 from airlab.analysis.efficiency import ArmEfficiency, arm_efficiency
 from airlab.config import BUDGET_UNITS
 from airlab.errors import AirlabError, did_you_mean
-from airlab.store import Store, floor_key, load_noise_floor
+from airlab.store import Store, floor_key, load_noise_floor, load_sequential_state
 
 # Secondary metrics shown beside the primary one (means over finished seeds).
 COST_METRICS = ("train_seconds", "tokens_per_s", "samples_per_s", "flops", "peak_mem_mb",
@@ -36,27 +44,44 @@ QUALITY_METRICS = {"val_loss": "minimize", "best_val_loss": "minimize", "val_bpc
                    "val_acc": "maximize"}
 # Pathologies a run reports (text workloads): 0/1 flags, and the sample diversity beside them.
 PATHOLOGY_FLAGS = ("collapsed", "overfit")
+# A run the trusted measuring side flagged (issue 21): a count >= 1 in this metric, one-line
+# reasons in the run's info under the same key.
+IMPLAUSIBLE = "implausible"
 DIVERSITY_METRICS = ("sample_distinct_2", "sample_entropy_ratio")
 CREDIT_COSTS = {"time": "train_seconds", "flops": "flops", "energy": "energy_kwh_est"}
 
 
 @dataclass(frozen=True)
 class Margin:
-    """The equivalence margin of one metric and where it came from."""
+    """The equivalence margin of one metric and where it came from.
+
+    ``value`` is the margin the equivalence test uses: a declared one as it is, a measured one
+    at the lower confidence bound of the sd (so its own error cannot widen it); ``upper`` is
+    the same margin at the sd's upper bound, which a gain must be shown to exceed."""
 
     value: float  # nan: none (equivalence cannot be shown)
     source: str  # "spec margin" | "spec tolerance" | "noise floor" | "provisional" | "none"
+    upper: float = math.nan  # nan: as value
+    df: float = math.inf  # degrees of freedom of the sd it came from (inf: declared)
 
     @property
     def provisional(self) -> bool:
         return self.source == "provisional"
 
+    @property
+    def beyond(self) -> float:
+        """The margin a gain must be shown to exceed."""
+        return self.value if math.isnan(self.upper) else self.upper
+
     def describe(self, unit: str = "") -> str:
         if math.isnan(self.value):
             return "no margin (declare one in the spec or run `airlab calibrate`)"
-        what = {"provisional": "provisional: 2 sd of this experiment's baseline; run `airlab "
-                               "calibrate` to measure the noise floor",
-                "noise floor": "2 sd of the measured noise floor"}.get(self.source, self.source)
+        k = f"{decisions.MARGIN_SIGMAS:g} sd"
+        bound = f"lower {100 * decisions.SD_CONFIDENCE:.0f}% bound, df {self.df:g}"
+        what = {"provisional": f"provisional: {k} of this experiment's baseline, {bound}; run "
+                               "`airlab calibrate` to measure the noise floor",
+                "noise floor": f"{k} of the measured noise floor, {bound}"}.get(
+                    self.source, self.source)
         return f"±{self.value:.3g}{unit} ({what})"
 
 
@@ -83,11 +108,17 @@ class ArmRow:
     pathologies: dict[str, int] = field(default_factory=dict)  # flag -> runs flagged
     mde: float = math.nan  # primary metric, paired, at alpha / arms and power 0.8
     mde_source: str = ""  # "noise floor" | "paired differences"
-    seeds_needed: int | None = None  # pairs to detect the observed effect (undecided arms)
+    # Undecided arms: pairs a design needs to find an effect the size of the margin (the
+    # smallest that matters), never the observed difference (decisions.design_pairs).
+    seeds_needed: int | None = None
+    seeds_effect: float = math.nan  # the effect seeds_needed is sized for
     # Runs cut by a time box ("seed 137: time box: stopped at ..."): like failed runs they are
     # left out of the statistics (values NaN), but counted and listed; the next run finishes them.
     incomplete: int = 0
     incomplete_runs: list[str] = field(default_factory=list)
+    # Runs the trusted measuring side flagged implausible, and its one-line reasons.
+    implausible_runs: int = 0
+    implausible: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +136,9 @@ class Analysis:
     floor_key: dict[str, str] | None = None
     credit: str = "time"  # the spec's credited cost ratio
     quick: bool = False  # a --quick smoke test (not rated)
+    # The sequential-decision state (airlab decide), when the experiment has one: its labels
+    # are the verdict's (apply_decisions).
+    sequential: dict[str, Any] | None = None
 
     @property
     def baseline(self) -> ArmRow:
@@ -195,12 +229,16 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
                 means[m] = sum(xs) / len(xs)
         flags = {f: sum(1 for i in finished if (all_metrics[i].get(f) or 0) >= 0.5)
                  for f in PATHOLOGY_FLAGS}
+        flagged, reasons = read_implausible(
+            [(s, all_metrics[r["id"]], r.get("info")) for s in seeds
+             if (r := arm_runs.get(s)) is not None])
         rows.append(ArmRow(arm=arm, is_baseline=not rows, seeds=seeds, values=values,
                            planned=len(seeds), finished=len(finished), failed=len(failures),
                            failures=failures, summary=stats.summarize(values), means=means,
                            run_ids=run_ids, quality_values=qvalues,
                            pathologies={f: k for f, k in flags.items() if k},
-                           incomplete=len(cut), incomplete_runs=cut))
+                           incomplete=len(cut), incomplete_runs=cut,
+                           implausible_runs=flagged, implausible=reasons))
 
     base = rows[0]
     key = _floor_key(current, base, spec)
@@ -212,15 +250,19 @@ def analyze(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = 
                 floors[m] = NoiseFloor.from_dict(stored)
     a = Analysis(name, metric, direction, spec, rows, qmetric, qdir, floors=floors,
                  floor_key=key, credit=str(spec.get("credit") or "time"),
-                 quick=is_quick(name, spec))
+                 quick=is_quick(name, spec), sequential=load_sequential_state(store, name))
     apply_decisions(a)
     _attach_efficiency(store, a)
     return a
 
 
 def apply_decisions(a: Analysis) -> None:
-    """Margins, decisions (paired t + Holm, TOST + Holm), MDE and verdict labels of every arm,
-    from the rows' per-seed values, the spec and the stored floors (``a.floors``)."""
+    """Margins, decisions (TOST + Holm, paired t + Holm), MDE and verdict labels of every arm,
+    from the rows' per-seed values, the spec, the stored floors (``a.floors``) and, when the
+    experiment was decided sequentially, its state (``a.sequential``): then the labels, and
+    the tests and alpha behind them, are the sequential procedure's. Last, an arm with a run
+    flagged implausible (or any arm, when the baseline has one) loses "better" and
+    "equivalent" (:func:`demote_implausible`)."""
     spec, rows = a.spec, a.rows
     base = rows[0]
     a.margin = _margin(spec, a.metric, base.values, a.floors.get(a.metric), declared=True)
@@ -231,6 +273,10 @@ def apply_decisions(a: Analysis) -> None:
     if arms:
         dec = _decide(base.values, arms, [r.values for r in arms], a.direction, a.margin,
                       a.floors.get(a.metric))
+        if a.sequential is not None:
+            # The sequential procedure decided the primary metric only; a separate quality
+            # metric (a saving's val_loss) stays decided at fixed n.
+            dec = {k: decisions.sequential_decision(d, a.sequential) for k, d in dec.items()}
         qdec = dec if a.quality_is_primary else _decide(
             base.quality_values, arms, [r.quality_values for r in arms], a.quality_direction,
             a.quality_margin, a.floors.get(a.quality_metric))
@@ -238,10 +284,53 @@ def apply_decisions(a: Analysis) -> None:
             row.decision, row.quality = dec[row.arm], qdec[row.arm]
             row.comparison = stats.compare(base.values, row.values, direction=a.direction,
                                            paired=True)
+        demote_implausible(a)
+        for row in arms:
+            assert row.decision is not None
             row.p_holm = row.decision.p_holm
             row.verdict = row.decision.label
-            _power(row, len(arms), a.floors.get(a.metric))
+            _power(row, len(arms), a.floors.get(a.metric), a.margin)
     base.verdict = "baseline"
+
+
+def read_implausible(runs: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any] | None]]
+                     ) -> tuple[int, list[str]]:
+    """How many of an arm's runs (seed, metrics, info) the measuring side flagged implausible,
+    and its reasons, one line each ("seed 42: val_loss 0.28 far below train loss 2.1").
+
+    Flagged: the ``implausible`` metric is present and not <= 0 (a NaN count counts: a flag
+    that cannot be read is not a clean run)."""
+    count = 0
+    reasons: list[str] = []
+    for seed, mets, info in runs:
+        v = mets.get(IMPLAUSIBLE)
+        if v is None or float(v) <= 0:
+            continue
+        count += 1
+        why = (info or {}).get(IMPLAUSIBLE) or []
+        why = [why] if isinstance(why, str) else [str(x) for x in why]
+        reasons += [f"seed {seed}: {w}" for w in why] or [
+            f"seed {seed}: flagged implausible by the measuring side (no reason given)"]
+    return count, reasons
+
+
+def demote_implausible(a: Analysis) -> None:
+    """A result measured on a run flagged implausible is not believed: an arm with such a run
+    (every arm, when the baseline has one) is never "better" nor "equivalent" (hence never
+    quality kept nor credited); "worse" and "undecided" stand. Its note gives the reasons."""
+    base = a.baseline
+    for row in a.rows[1:]:
+        who = [r for r in (base, row) if r.implausible_runs]
+        if not who:
+            continue
+        why = "; ".join(f"{r.arm}: {x}" for r in who for x in r.implausible)
+        note = f"not believed: run(s) flagged implausible ({why})"
+        for attr in ("decision", "quality"):
+            d: ArmDecision | None = getattr(row, attr)
+            if d is not None and d.label in ("better", "equivalent"):
+                setattr(row, attr, replace(d, label="undecided", equivalent=False, note=note))
+        if a.quality_is_primary:
+            row.quality = row.decision
 
 
 def is_quick(name: str, spec: dict[str, Any]) -> bool:
@@ -263,17 +352,22 @@ def _floor_key(current: Sequence[dict[str, Any]], base: ArmRow, spec: dict[str, 
 
 def _margin(spec: dict[str, Any], metric: str, base_values: Sequence[float],
             floor: NoiseFloor | None, *, declared: bool) -> Margin:
-    """The equivalence margin: declared (primary metric only), else from the noise floor,
-    else provisional from the baseline's own sd."""
+    """The equivalence margin: declared (primary metric only; the smallest effect that matters,
+    exact), else from the noise floor, else provisional from the baseline's own sd; a measured
+    one at the sd's lower confidence bound (``upper``: at its upper bound)."""
     if declared and spec.get("margin"):
         return Margin(float(spec["margin"]), "spec margin")
     if declared and float(spec.get("tolerance") or 0.0) > 0:
         return Margin(float(spec["tolerance"]), "spec tolerance")
-    if floor is not None and math.isfinite(floor.sd) and floor.sd > 0:
-        return Margin(decisions.default_margin(floor.sd), "noise floor")
-    sd = stats.summarize(base_values).sd
-    if math.isfinite(sd) and sd > 0:
-        return Margin(decisions.default_margin(sd), "provisional")
+    if floor is not None and math.isfinite(floor.sd) and floor.sd > 0 and floor.df >= 1:
+        df = float(floor.df)
+        return Margin(decisions.default_margin(floor.sd, df), "noise floor",
+                      decisions.margin_upper(floor.sd, df), df)
+    s = stats.summarize(base_values)
+    if math.isfinite(s.sd) and s.sd > 0:
+        df = float(s.n - 1)
+        return Margin(decisions.default_margin(s.sd, df), "provisional",
+                      decisions.margin_upper(s.sd, df), df)
     return Margin(math.nan, "none")
 
 
@@ -282,15 +376,19 @@ def _decide(base: list[float], arms: list[ArmRow], values: list[list[float]], di
     """decisions.decide without a floor; when some arm's differences have no spread and a
     floor is stored, again with the floor's sd of differences (conservative for every arm)."""
     named = {r.arm: v for r, v in zip(arms, values, strict=True)}
-    out = decisions.decide(base, named, direction, margin.value)
+    out = decisions.decide(base, named, direction, margin.value, margin_upper=margin.beyond)
     no_spread = any(d.n >= 2 and math.isnan(d.sd_diff) for d in out.values())
     if no_spread and floor is not None and math.isfinite(floor.sd_diff):
-        out = decisions.decide(base, named, direction, margin.value, sd_floor=floor.sd_diff)
+        out = decisions.decide(base, named, direction, margin.value, sd_floor=floor.sd_diff,
+                               margin_upper=margin.beyond)
     return out
 
 
-def _power(row: ArmRow, arms: int, floor: NoiseFloor | None) -> None:
-    """MDE and seeds-needed from the sd of paired differences (the floor's when stored)."""
+def _power(row: ArmRow, arms: int, floor: NoiseFloor | None, margin: Margin) -> None:
+    """MDE and, for an undecided arm, seeds-needed from the sd of paired differences (the
+    floor's when stored). Seeds-needed is sized for an effect the size of the margin (the
+    smallest that matters), never the observed difference: sized on an A/A arm's noise it
+    said "41-128 seeds" or "treat it as no effect" (decisions.design_pairs)."""
     d = row.decision
     if d is None or d.n < 2:
         return
@@ -301,9 +399,9 @@ def _power(row: ArmRow, arms: int, floor: NoiseFloor | None) -> None:
     else:
         return
     row.mde = decisions.mde_paired(sd, d.n, arms, sd_df=df)
-    effect = abs(d.mean_diff)
-    if d.label == "undecided" and effect > 0 and math.isfinite(effect):
-        row.seeds_needed = decisions.seeds_needed_paired(sd, effect, arms, sd_df=df)
+    if d.label == "undecided" and margin.value > 0:
+        row.seeds_effect = margin.value
+        row.seeds_needed = decisions.design_pairs(sd, margin.value, arms, sd_df=df)
 
 
 def _attach_efficiency(store: Store, a: Analysis) -> None:

@@ -3,9 +3,10 @@
 Time-to-target uses one rule for both arms, paired by seed. The target for seed pair i is
 common to both runs of the pair and chosen by neither: the mean of the baseline's final value
 over the *other* seeds (leave-one-seed-out), loosened by a slack of 3 sd (the noise floor's
-one-run sd when known, else the sd of the baseline's finals) so that a run of the baseline's
-own quality reaches it (with less slack, the pairs where every baseline run barely reaches
-its target are the ones kept, which favours the arm). A declared target replaces all of that.
+one-run sd when known, else the other seeds' sd at its upper 80 % bound; never pair i's own
+final) so that a run of the baseline's own quality reaches it (with less slack, the
+pairs where every baseline run barely reaches its target are the ones kept, which favours the
+arm). A declared target replaces all of that.
 Each run's cost is where its curve first reaches the target, linearly interpolated between
 evaluations. The ratio is baseline cost / arm cost (> 1: the arm gets there cheaper), per pair
 where both reached it; over pairs we report the geometric mean, and a 95% t interval on the log
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from airlab.analysis import stats
+from airlab.analysis import decisions, stats
 
 COSTS = ("train_seconds", "flops", "energy_kwh_est")
 MIN_PAIRS = 3  # no interval on fewer reached pairs (df = 1 gives intervals like [0.01, 103])
@@ -99,22 +100,33 @@ def loo_targets(finals: np.ndarray, direction: str, floor_sd: float = math.nan,
     """Per-pair targets from the baseline's final values (last axis: seeds; leading: batch).
 
     target_i = mean of the finals of the *other* seeds, moved toward "worse" by
-    ``slack_sigmas`` sds: the noise floor's one-run sd when given, else the sd of all the
-    baseline's finals, one slack for every pair. (A per-pair sd of the other seeds' finals
-    was tried: with n - 2 degrees of freedom it often leaves a pair almost no slack, keeps the
-    pairs where both runs barely reach, and covered 1 in 94.6% of A/A simulations; the common
-    sd gives 95.2-95.6%.) Seed i's run never moves the centre of its own target.
+    ``slack_sigmas`` sds: the noise floor's one-run sd when given, else the sd of the other
+    seeds' finals at its upper ``decisions.SD_CONFIDENCE`` bound (n - 2 df), so that a run of
+    the baseline's own quality reaches its target although that sd is an estimate on 1-8 df.
+    Seed i's run moves neither the centre nor the slack of its own target: a slow baseline
+    run that loosened its own target made A/A intervals lie above 1 twice as often as below
+    (3.2 % against 1.6 %). The other seeds' sd at face value (df n - 2) left pairs too little
+    slack: an interval in only 48 % of A/A trials at n = 3 (docs/decision_rules.md). Without
+    a floor, 2 seeds give no target (nan): the other seed's sd is undefined.
     """
     f = np.asarray(finals, dtype=np.float64)
     n = f.shape[-1]
     if n < 2:
         raise ValueError(f"leave-one-seed-out targets need at least 2 seeds, got {n}")
     worse = 1.0 if direction == "minimize" else -1.0
-    others = (f.sum(axis=-1, keepdims=True) - f) / (n - 1)
-    if math.isnan(floor_sd):
-        sd = f.std(axis=-1, ddof=1, keepdims=True)
-    else:
+    total = f.sum(axis=-1, keepdims=True)
+    others = (total - f) / (n - 1)
+    if not math.isnan(floor_sd):
         sd = np.full(others.shape, floor_sd)
+    elif n < 3:
+        sd = np.full(others.shape, np.nan)
+    else:
+        # sd of the other n - 1 finals, around their own mean, for every i at once.
+        c = f - total / n  # centred: no cancellation in the sums of squares
+        s2 = (c * c).sum(axis=-1, keepdims=True) - c * c
+        s1 = c.sum(axis=-1, keepdims=True) - c
+        var = np.maximum(s2 - s1 * s1 / (n - 1), 0.0) / (n - 2)
+        sd = np.sqrt(var) * decisions.sd_bound_factors(n - 2)[1]
     return others + worse * slack_sigmas * sd
 
 
@@ -239,6 +251,10 @@ def arm_efficiency(arm: str, metric: str, direction: str,
     )
     if len(seeds) < 2 and target is None:
         eff.notes.append("time-to-target needs at least 2 seed pairs (leave-one-seed-out target)")
+    elif len(seeds) < 3 and target is None and math.isnan(floor_sd):
+        eff.notes.append("time-to-target needs 3 seed pairs or a noise floor (`airlab "
+                         "calibrate`): the slack of pair i's target comes from the other "
+                         "seeds' spread")
     elif reached < len(seeds):
         eff.notes.append(f"target reached by both runs at {reached} of {len(seeds)} seed pairs")
     if 0 < reached < MIN_PAIRS:

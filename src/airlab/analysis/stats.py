@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import optimize, special
@@ -381,6 +382,14 @@ def min_detectable_effect(
         return NAN
     _check_power_args(sd, alpha, power)
     df, se_factor = _df_and_se_factor(n, paired)
+    return float(_ncp_for_power(df, alpha, power) * se_factor * sd)
+
+
+@lru_cache(maxsize=4096)
+def _ncp_for_power(df: float, alpha: float, power: float) -> float:
+    """Noncentrality at which the two-sided t test on ``df`` reaches ``power``. It does not
+    depend on the sd (the MDE scales with it), so it is solved once per (df, alpha, power):
+    every verdict and simulated trial asks the same few."""
 
     def gap(ncp: float) -> float:
         return _power_at_ncp(ncp, df, alpha) - power
@@ -388,8 +397,8 @@ def min_detectable_effect(
     hi = 1.0
     while gap(hi) < 0.0:  # power grows with ncp, so doubling brackets the root
         hi *= 2.0
-    ncp = optimize.brentq(gap, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
-    return float(ncp * se_factor * sd)
+    return float(optimize.brentq(gap, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps,
+                                 maxiter=500))
 
 
 def seeds_needed(

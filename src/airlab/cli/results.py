@@ -149,17 +149,19 @@ def decide(
 def decide_spec(s: Any, *, max_seeds: int, step: int, alpha: float, workers: int,
                 threads: int | None, timeout: float | None, retry_failed: bool = False) -> None:
     """`airlab decide` on a loaded spec (also `airlab run --until-decisive`)."""
-    from airlab.decide import look_schedule, run_until_decisive
+    from airlab.decide import planned_spending, run_until_decisive
     from airlab.experiment import finish_experiment
     from airlab.report.post import write_tracking
     from airlab.report.table import analysis_table
 
     store = open_store()
     home = settings().home
-    schedule = look_schedule(len(s.seeds), max_seeds, step)
-    console.print(f"{s.name}: looks at {', '.join(map(str, schedule))} seeds per arm; "
-                  f"alpha {alpha:g} split over {len(schedule)} looks = "
-                  f"{alpha / len(schedule):.4g} each", highlight=False)
+    schedule, alphas, total = planned_spending(store, s.name, len(s.seeds), max_seeds, step,
+                                               alpha)
+    console.print(f"{s.name}: looks at {', '.join(map(str, schedule))} seeds per arm; alpha "
+                  f"{total:g} spent over them as {', '.join(f'{x:.2g}' for x in alphas)} "
+                  f"(alpha x (n / {schedule[-1]})^2, less what earlier looks spent)",
+                  highlight=False)
 
     def after_run(_run: dict[str, Any], _result: Any) -> None:
         write_tracking(store, s.name, home)

@@ -210,8 +210,10 @@ def results_md(a: Analysis) -> str:
     table = md_table(["arm", "n", f"{a.metric} mean ± sd", "95% CI", "Δ vs base", "p (Holm)",
                       "d_z", "train s", "speed-up to target (x, 95% CI, pairs reached)",
                       "verdict"], rows)
-    notes = [f"Better/worse: paired t test, Holm across arms. Equivalent (quality kept): two "
-             f"one-sided tests within {a.margin.describe()}."]
+    notes = [f"Equivalent: two one-sided tests within {a.margin.describe()}, decided first (a "
+             "difference inside the margin is negligible, never better or worse). Better/worse: "
+             "paired t test, Holm across arms. Quality kept: better, or equivalent without a "
+             "significant loss."]
     if not a.quality_is_primary:
         notes.append(f"Quality is judged on {a.quality_metric} (margin "
                      f"{a.quality_margin.describe()}); {a.metric} is the saving.")

@@ -83,8 +83,9 @@ def analysis_table(a: Analysis) -> Group:
     for r in a.rows:
         for f in r.failures:
             notes.append(Text(f"failed: {r.arm} {f}", style="red"))
-    notes.append(Text(f"decisions: paired t + Holm (better/worse); equivalent = TOST within "
-                      f"{a.margin.describe()}", style="dim"))
+    notes.append(Text(f"decisions: equivalent = TOST within {a.margin.describe()} (first: a "
+                      "difference inside it is negligible); else paired t + Holm (better/worse)",
+                      style="dim"))
     for fm, floor in a.floors.items():
         notes.append(Text(f"noise floor of {fm} (airlab calibrate): sd {fmt(floor.sd, 3)} per "
                           f"run, {floor.n} A/A runs", style="dim"))
