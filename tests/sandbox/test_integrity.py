@@ -166,3 +166,28 @@ def test_every_attack_is_measured_honestly_or_refused(tmp_path: Path) -> None:
     for row in out.analysis.rows:
         if row.arm in ("patched_eval", "fake_clock", "smuggled_prior", "noop"):
             assert row.verdict != "better", (row.arm, row.verdict)
+
+
+@pytest.mark.slow  # 3 seeds of four arms, then a longer run beside a spinning thread
+def test_the_attacks_that_once_rated_publishable_are_not_credited(tmp_path: Path) -> None:
+    """Once: a poisoned baseline rated 8/10 (10/10 crediting FLOPs), a patched evaluation and a
+    fake clock "better". Now, over three seeds with FLOPs credited, no such arm is better and
+    the verdict credits none."""
+    arms = {k: ARMS[k] for k in ("noop", "patched_eval", "fake_clock")}
+    out, runs = _run(_spec(tmp_path, "publishable", arms, tokens=16384, seeds=[42, 137, 256],
+                           extra="credit: flops"))
+    assert all(r["state"] == "finished" for rows in runs.values() for r in rows)
+    assert out.analysis is not None and out.verdict is not None
+    for row in out.analysis.rows:
+        assert row.verdict != "better", (row.arm, row.verdict)
+    assert out.verdict.rating <= 4, (out.verdict.rating, out.verdict.critique)
+
+
+@pytest.mark.slow
+def test_a_second_core_is_refused(tmp_path: Path) -> None:
+    """A thread doing matrix products beside training: the tree's CPU time exceeds what one
+    thread can use in the worker's wall time, and the run fails saying so."""
+    arms = {"extra_cores": ("file_extra_cores", "extra_cores.py")}
+    _, runs = _run(_spec(tmp_path, "cores", arms, tokens=262144, seeds=[42]), workers=1)
+    r = runs["extra_cores"][0]
+    assert r["state"] == "failed" and "more than its 1 thread" in r["reason"], r["reason"]
