@@ -120,7 +120,8 @@ class RemoteTask:
     def final(self, model: nn.Module, deployed: bool) -> None:
         """Hand over the model the run ends with (deployed, or trained) at every batch size the
         parent measures it at."""
-        graphs, values = [], {}
+        graphs: list[dict[str, Any]] = []
+        values: dict[str, Any] = {}
         for rows in self.job["rows"]:
             example = self.example[:1].expand(rows, *self.example.shape[1:]).contiguous()
             graph, values = export_graph(model, example)

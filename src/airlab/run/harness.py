@@ -252,10 +252,8 @@ class _Session:
                 last_watch = now
                 if sp.check() is not None:
                     return  # killed by a limit; its reason is the result's
-                if self.stop_at is not None and time.time() > self.stop_at + _grace():
-                    sp.kill("time box", "time box: killed past its deadline (the run did not "
-                                        "stop at a loss sync)")
-                    return
+                # (A run that overruns its time box: the executor kills this worker, and the
+                # sandbox dies with it.)
             try:
                 frame = reader.poll(WATCH_S)
             except EOFError:
@@ -492,8 +490,7 @@ class _Session:
             return RunResult("failed", f"measurement contract broken: {violation}", {},
                              self.curve, info)
         if outcome.killed_by is not None and self.phase != "ended":
-            infra = outcome.killed_by == "time box"
-            return RunResult("failed", outcome.reason, {}, self.curve, info, infra)
+            return RunResult("failed", outcome.reason, {}, self.curve, info)
         end = self.end or {}
         state = end.get("state")
         if state == "incomplete" and self.cut:
@@ -584,12 +581,6 @@ class _Session:
         if self.notes:
             info["implausible"] = self.notes
         return info
-
-
-def _grace() -> float:
-    from airlab.executors.base import DEADLINE_GRACE_S
-
-    return DEADLINE_GRACE_S
 
 
 __all__ = ["CPU_SLACK", "DEPLOY_BATCHES", "RUN_LIMITS", "Violation", "run_generated"]
