@@ -22,7 +22,12 @@ from airlab.data import clear_caches
 # Resolved: ../shared may be a symbolic link, and loaders report resolved paths.
 SHARED_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data").resolve()
 
-URL_ENVS = ("AIRLAB_SHAKESPEARE_URL", "AIRLAB_MNIST_URL", "AIRLAB_FASHION_MNIST_URL")
+URL_ENVS = (
+    "AIRLAB_SHAKESPEARE_URL",
+    "AIRLAB_MNIST_URL",
+    "AIRLAB_FASHION_MNIST_URL",
+    "AIRLAB_CIFAR10_URL",
+)
 
 
 def _closed_port() -> int:

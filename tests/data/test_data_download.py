@@ -85,3 +85,15 @@ def test_fetch_unverified_when_no_hash(http_server, tmp_path):
     (http_server.root / "blob.bin").write_bytes(PAYLOAD)
     dest = tmp_path / "blob.bin"
     assert fetch(http_server.url + "blob.bin", None, dest).read_bytes() == PAYLOAD
+
+
+def test_fetch_checks_an_md5_too(http_server, tmp_path):
+    (http_server.root / "blob.bin").write_bytes(PAYLOAD)
+    url = http_server.url + "blob.bin"
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    dest = tmp_path / "dl" / "blob.bin"
+    with pytest.raises(AirlabError, match="md5 mismatch") as info:
+        fetch(url, PAYLOAD_SHA, dest, md5="0" * 32)
+    assert md5 in str(info.value) and url in str(info.value)
+    assert not dest.exists() and _leftovers(dest.parent) == []
+    assert fetch(url, PAYLOAD_SHA, dest, md5=md5.upper()).read_bytes() == PAYLOAD

@@ -223,7 +223,7 @@ def test_unknown_vision_name():
         load_vision("mnsit")
     with pytest.raises(AirlabError, match="text corpus"):
         load_vision("shakespeare")
-    assert set(VISION_DATASETS) == {"digits", "mnist", "fashion-mnist"}
+    assert set(VISION_DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10"}
 
 
 def test_describe_datasets(tmp_path):
@@ -237,9 +237,11 @@ def test_describe_datasets(tmp_path):
         "digits",
         "mnist",
         "fashion-mnist",
+        "cifar10",
     }
     assert {row["kind"] for row in rows} == {"text", "vision"}
     assert all(row["source"] for row in rows)
     assert by_name["mnist"]["local"] == str(tmp_path / "data" / "mnist")
     assert by_name["fashion-mnist"]["local"] is None
+    assert by_name["cifar10"]["local"] is None
     assert by_name["shakespeare"]["local"] is None

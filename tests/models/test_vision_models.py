@@ -18,9 +18,10 @@ from airlab.models import (
 )
 
 SHAPES = [(1, 8, 8), (1, 28, 28)]
+CIFAR = (3, 32, 32)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["digits", "mnist"])
+@pytest.mark.parametrize("shape", [*SHAPES, CIFAR], ids=["digits", "mnist", "cifar10"])
 @pytest.mark.parametrize(
     "name,kw", [("mlp", {}), ("cnn", {}), ("cnn", {"separable": True})], ids=["mlp", "cnn", "sep"]
 )
@@ -59,6 +60,26 @@ def test_cnn_flops_match_hand_count() -> None:
     conv2 = 4 * 4 * 32 * 16 * 9  # then pool -> 2x2
     head = 32 * 2 * 2 * 64 + 64 * 10
     assert flops_per_sample(model, (1, 8, 8), training=False) == 2 * (conv1 + conv2 + head)
+
+
+def test_cifar_shape_flops_match_hand_count() -> None:
+    # 3x32x32 colour images: every preset takes three input channels and flattens 3,072 values.
+    mlp = build_vision("mlp", CIFAR, 10)
+    macs = 3072 * 256 + 256 * 128 + 128 * 10
+    assert flops_per_sample(mlp, CIFAR) == 3 * 2 * macs
+    assert num_params(mlp) == macs + 256 + 128 + 10
+
+    cnn = build_vision("cnn", CIFAR, 10)
+    conv1 = 32 * 32 * 16 * 3 * 9  # padded 3x3 keeps 32x32, then pool -> 16x16
+    conv2 = 16 * 16 * 32 * 16 * 9  # then pool -> 8x8
+    head = 32 * 8 * 8 * 64 + 64 * 10
+    assert flops_per_sample(cnn, CIFAR, training=False) == 2 * (conv1 + conv2 + head)
+
+    sep = build_vision("cnn", CIFAR, 10, separable=True)
+    stage1 = 32 * 32 * 3 * 9 + 32 * 32 * 16 * 3  # depthwise (groups=3), then 1x1 to 16
+    stage2 = 16 * 16 * 16 * 9 + 16 * 16 * 32 * 16
+    assert flops_per_sample(sep, CIFAR, training=False) == 2 * (stage1 + stage2 + head)
+    assert [m.groups for m in sep.modules() if isinstance(m, nn.Conv2d)] == [3, 1, 16, 1]
 
 
 def test_flops_counter_leaves_model_untouched() -> None:

@@ -18,7 +18,7 @@ def data() -> None:
     t = Table(title="datasets")
     rows = describe_datasets(data_dir=s.data_dir, cache_dir=s.cache_dir)
     for c in rows[0].keys() if rows else ("name",):
-        t.add_column(str(c))
+        t.add_column(str(c), overflow="fold")  # a long path wraps whole, never cut by "…"
     for r in rows:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)

@@ -238,7 +238,7 @@ def train(
     preset: str = typer.Option(None, "--preset", help="Model preset (charlm: tiny, small, "
                                "seed88m; vision: mlp, cnn)."),
     dataset: str = typer.Option(None, "--dataset", help="pycode, shakespeare, file:PATH; "
-                                "digits, mnist, fashion-mnist."),
+                                "digits, mnist, fashion-mnist, cifar10."),
     tokens: float = typer.Option(None, "--tokens", help="Budget in tokens (text)."),
     samples: float = typer.Option(None, "--samples", help="Budget in samples (vision)."),
     epochs: float = typer.Option(None, "--epochs", help="Budget in epochs."),

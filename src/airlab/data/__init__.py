@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlab.data import cifar as _cifar
 from airlab.data import text as _text
 from airlab.data import vision as _vision
 from airlab.data.download import fetch, sha256_file
@@ -132,4 +133,16 @@ def describe_datasets(
                 "local": first(spec.name, "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"),
             }
         )
+    cifar_local = _cifar.find_local(roots)
+    rows.append(
+        {
+            "name": _cifar.NAME,
+            "kind": "vision",
+            "source": f"<data_dir>/{_cifar.NAME}/ python-version batches ({_cifar.BATCH_DIR}/) "
+            f"or {_cifar.ARCHIVE} (50,000/10,000 train/val), else verified download from "
+            f"{_cifar.CIFAR10_URL} (sha256 {_cifar.CIFAR10_SHA256[_cifar.ARCHIVE][:12]}... and "
+            f"md5; override with {_cifar.CIFAR10_URL_ENV})",
+            "local": str(cifar_local) if cifar_local else None,
+        }
+    )
     return rows

@@ -31,7 +31,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30) -> Path:
+def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30,
+          md5: str | None = None) -> Path:
     """Return ``dest``, downloading ``url`` there first unless it already holds the right bytes.
 
     - ``dest`` exists and its sha256 equals ``sha256`` → returned untouched, no network.
@@ -40,6 +41,9 @@ def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30) -> P
       AirlabError naming the URL and both hashes (an existing ``dest`` is left as it was).
     - network failures (refused, DNS, timeout, HTTP error status) raise AirlabError naming the
       URL and suggesting to place the file at ``dest`` by hand or to set AIRLAB_DATA_DIR.
+
+    - ``md5``, when given, is checked too, on the same bytes and before the rename: for files
+      whose authors publish only an md5, beside a sha256 pinned elsewhere (CIFAR-10).
 
     ``sha256=None`` downloads WITHOUT verification; only callers that the user explicitly
     allowed to do so (AIRLAB_ALLOW_UNVERIFIED=1) may pass it. An existing ``dest`` is then
@@ -60,6 +64,7 @@ def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30) -> P
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
+    md5_digest = hashlib.md5(usedforsecurity=False) if md5 else None
     try:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -69,6 +74,8 @@ def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30) -> P
             ):
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     digest.update(chunk)
+                    if md5_digest is not None:
+                        md5_digest.update(chunk)
                     out.write(chunk)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise AirlabError(
@@ -81,6 +88,13 @@ def fetch(url: str, sha256: str | None, dest: Path, *, timeout: float = 30) -> P
             raise AirlabError(
                 f"sha256 mismatch for {url}: expected {expected}, got {got}; "
                 "the download was deleted",
+                "the server sent different bytes; check the URL (or its AIRLAB_*_URL "
+                f"override), or place a correct copy at {dest}",
+            )
+        if md5 and md5_digest is not None and md5_digest.hexdigest() != md5.lower():
+            raise AirlabError(
+                f"md5 mismatch for {url}: expected {md5.lower()}, got "
+                f"{md5_digest.hexdigest()}; the download was deleted",
                 "the server sent different bytes; check the URL (or its AIRLAB_*_URL "
                 f"override), or place a correct copy at {dest}",
             )

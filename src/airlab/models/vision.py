@@ -1,4 +1,5 @@
-"""Small image classifiers (MLP and CNN) for 8x8 digits and 28x28 MNIST-like inputs."""
+"""Small image classifiers (MLP and CNN) for 8x8 digits, 28x28 MNIST-like and 3x32x32
+CIFAR-10 inputs."""
 
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ class SmallCNN(nn.Module):
     """[conv3x3 (pad 1) -> ReLU -> maxpool 2] per channel stage, then a 2-layer head.
 
     Padding keeps the spatial size through each conv, so only the pools shrink it:
-    8x8 -> 4x4 -> 2x2 and 28x28 -> 14x14 -> 7x7 with the default two stages. A pool is
-    skipped once the map is 1 pixel wide, so more stages than the input supports still work.
+    8x8 -> 4x4 -> 2x2, 28x28 -> 14x14 -> 7x7 and 32x32 -> 16x16 -> 8x8 with the default two
+    stages. A pool is skipped once the map is 1 pixel wide, so more stages than the input
+    supports still work.
     """
 
     def __init__(
