@@ -61,15 +61,16 @@ def digest(store: Store, session: str) -> list[dict[str, Any]]:
     home = str(get_settings().home)
     out = []
     for r in team_store.list_sprints(store, session):
-        rec = r["record"]
-        prop = rec.get("proposal") or {}
-        exp = store.experiment(r["experiment"]) if r["experiment"] else None
+        rec = r.record
+        prop = rec.proposal
+        exp = store.experiment(r.experiment) if r.experiment else None
         keys = sorted([x["arm"], x["seed"], x["run_key"]] for x in store.runs(exp["id"])) \
             if exp else []
         out.append(_plain({
-            "number": r["number"], "kind": r["kind"], "status": r["status"], "idea": r["idea"],
-            "options": prop.get("options"), "parts": [p["idea"] for p in prop.get("parts") or []],
-            "spec": rec.get("spec"), "run_keys": keys}, home))
+            "number": r.number, "kind": r.kind, "status": r.status, "idea": r.idea,
+            "options": prop.options if prop else None,
+            "parts": [p.idea for p in prop.parts] if prop else [],
+            "spec": rec.spec.to_dict() if rec.spec else None, "run_keys": keys}, home))
     return out
 
 
@@ -119,7 +120,8 @@ class _Steps:
 
 def _auto(path: Path, steps: _Steps) -> list[dict[str, Any]]:
     """`airlab auto --sprints 6 --seed 0 --tokens 12000` on the store at ``path``, in process."""
-    from airlab.agents.team import Team, run_auto
+    from airlab.agents.loop import run_auto
+    from airlab.agents.team import Team
     from airlab.executors.local import LocalExecutor
 
     s = get_settings()
@@ -192,7 +194,7 @@ CRITIQUE = {"critique": ["Three seed pairs at 4,000 tokens say little; rerun lon
 def test_a_replayed_model_sprint_chooses_and_plans_as_pinned(shared_data: Path) -> None:
     from chat_server import ChatServer, json_reply
 
-    from airlab.agents.llm_roles import tag
+    from airlab.agents.model.seat import tag
 
     with ChatServer() as srv:
         srv.script(json_reply(RESEARCH), when=tag("researcher"))

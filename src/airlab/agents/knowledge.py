@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airlab.errors import AirlabError, did_you_mean
-from airlab.spec import DEFAULT_SEEDS, line_for, parse_yaml, printable
+from airlab.spec import DEFAULT_SEEDS, Arm, line_for, parse_yaml, printable
 
 if TYPE_CHECKING:
     from airlab.plan import RunPlan
@@ -178,14 +178,12 @@ class Implementation(BaseModel):
         return self
 
 
-class ArmDelta(BaseModel):
-    """Switches and options on top of the shared setup (the baseline, or an ablation)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class ArmDelta(Arm):
+    """An arm as the knowledge base writes it: switches and options on top of the shared setup
+    (the baseline, or an ablation), with the knowledge base's stricter names."""
 
     name: str = "baseline"
     use: list[str] = Field(default_factory=list, max_length=16)
-    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

@@ -31,12 +31,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from airlab.errors import AirlabError
+from airlab.store.calls import CallRecord
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -151,53 +152,6 @@ def normalize_base_url(url: str) -> str:
 
 
 # -- records and budget -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One HTTP call to the model (or one that failed before an answer came).
-
-    ``attempt`` counts HTTP calls within one ``ask`` from 1 (retries and repair rounds both add
-    one), so a record with ``attempt == 1`` starts a new question: replay relies on it.
-    ``parsed_ok`` says the answer passed the schema; ``error`` is why not (HTTP failure, bad
-    JSON, schema errors, refusal). Token counts are the server's, or estimated at 4 characters
-    a token when the server sends no usage.
-    """
-
-    role: str
-    model: str
-    temperature: float
-    seed: int | None
-    messages: list[dict[str, Any]]
-    response: str | None
-    parsed_ok: bool
-    error: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    attempt: int
-    at: float  # unix time the call started
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (what ``airlab.store.calls`` stores)."""
-        d = asdict(self)
-        d["messages"] = [dict(m) for m in self.messages]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
-        """From ``to_dict`` output or a stored row (extra keys such as ``id``, ``session``,
-        ``sprint`` are ignored)."""
-        seed = d.get("seed")
-        return cls(role=str(d["role"]), model=str(d["model"]),
-                   temperature=float(d["temperature"]),
-                   seed=None if seed is None else int(seed),
-                   messages=[dict(m) for m in (d.get("messages") or [])],
-                   response=d.get("response"), parsed_ok=bool(d["parsed_ok"]),
-                   error=d.get("error"), prompt_tokens=int(d.get("prompt_tokens") or 0),
-                   completion_tokens=int(d.get("completion_tokens") or 0),
-                   latency_s=float(d.get("latency_s") or 0.0), attempt=int(d["attempt"]),
-                   at=float(d.get("at") or 0.0))
-
 
 @dataclass
 class TokenBudget:
@@ -344,7 +298,23 @@ class LLMBackend(Protocol):
 
     model: str
 
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M: ...
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M: ...
+
+
+class _Limit:
+    """Seconds a question may take in all (None: no limit beyond each request's timeout)."""
+
+    def __init__(self, total: float | None) -> None:
+        self.total = total
+        self.end = None if total is None else time.monotonic() + max(0.0, total)
+
+    def left(self) -> float:
+        return math.inf if self.end is None else self.end - time.monotonic()
+
+    def timeout(self, per_request: float) -> float:
+        """The next request's timeout: the setting's, or what is left when that is less."""
+        return min(per_request, self.left())
 
 
 class _Transient(Exception):
@@ -368,17 +338,23 @@ class LLMClient:
         self._api: Any = None
         self._rng = random.Random()
 
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M:
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M:
         """The model's answer to ``user`` as a validated ``schema`` instance.
 
+        ``max_tokens``: the completion cap of this question (the settings' ``max_tokens``,
+        when set, wins); ``time_limit``: seconds for the whole question, repairs and retries
+        included (no request starts after it, and each waits at most what is left).
         Raises LLMUnavailable (one-line ``reason``) when none can be had."""
+        cap = self.settings.max_tokens if self.settings.max_tokens is not None else max_tokens
+        limit = _Limit(time_limit)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": f"{system.rstrip()}\n\n{schema_prompt(schema)}"},
             {"role": "user", "content": user}]
         counter = [0]  # HTTP calls made by this ask
         error = ""
         for _ in range(self.settings.repair_rounds + 1):
-            text, rec, refused = self._request(role, messages, schema, counter)
+            text, rec, refused = self._request(role, messages, schema, counter, cap, limit)
             try:
                 if refused:
                     raise AnswerError(f"the model refused: {_one_line(text)}")
@@ -403,12 +379,18 @@ class LLMClient:
     # -- one request with retries -------------------------------------------------------------
 
     def _request(self, role: str, messages: list[dict[str, Any]], schema: type[BaseModel],
-                 counter: list[int]) -> tuple[str, dict[str, Any], bool]:
+                 counter: list[int], cap: int | None = None, limit: _Limit | None = None
+                 ) -> tuple[str, dict[str, Any], bool]:
         """One answer's text (retrying transient failures), its record fields so far, and
         whether it is a refusal."""
         s = self.settings
+        limit = limit or _Limit(None)
         retries = 0
         while True:
+            timeout = limit.timeout(s.timeout_s)
+            if timeout <= 0:
+                raise LLMUnavailable(f"{role}: no usable answer within its {limit.total:.0f} s "
+                                     "share of the time box")
             left = self.budget.left()
             if left is not None and left <= 0:
                 raise LLMUnavailable(f"{role}: the token budget of {self.budget.total} tokens "
@@ -420,7 +402,7 @@ class LLMClient:
             t0 = time.monotonic()
             fmt = self._format
             try:
-                text, pt, ct, refused = self._call(messages, schema, fmt)
+                text, pt, ct, refused = self._call(messages, schema, fmt, cap, timeout)
             except _Transient as e:
                 rec.update(latency_s=time.monotonic() - t0, response=None, prompt_tokens=0,
                            completion_tokens=0)
@@ -428,7 +410,7 @@ class LLMClient:
                 if retries >= s.max_retries:
                     raise LLMUnavailable(f"{role}: the model server at {s.base_url} failed "
                                          f"{retries + 1} time(s): {e}") from None
-                time.sleep(self._delay(retries, e.wait))
+                time.sleep(min(self._delay(retries, e.wait), max(0.0, limit.left())))
                 retries += 1
                 continue
             except LLMUnavailable as e:
@@ -466,7 +448,8 @@ class LLMClient:
         return self._api
 
     def _call(self, messages: list[dict[str, Any]], schema: type[BaseModel],
-              fmt: str) -> tuple[str, int, int, bool]:
+              fmt: str, cap: int | None = None, timeout: float | None = None
+              ) -> tuple[str, int, int, bool]:
         """One HTTP call: (answer text, prompt tokens, completion tokens, refused). Raises
         _Transient (worth a retry) or LLMUnavailable (not)."""
         api = self._client()
@@ -477,17 +460,18 @@ class LLMClient:
                               "temperature": s.temperature}
         if s.seed is not None:
             kw["seed"] = s.seed
-        if s.max_tokens is not None:
-            kw["max_tokens"] = s.max_tokens
+        if cap is not None:
+            kw["max_tokens"] = cap
+        wait = s.timeout_s if timeout is None else timeout
         if fmt == "json_object":
             kw["response_format"] = {"type": "json_object"}
         elif fmt == "json_schema":
             kw["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": schema.__name__, "schema": schema.model_json_schema()}}
         try:
-            resp = api.chat.completions.create(**kw)
+            resp = api.chat.completions.create(**kw, timeout=wait)
         except openai.APITimeoutError:
-            raise _Transient(f"no answer within {s.timeout_s:g} s") from None
+            raise _Transient(f"no answer within {wait:g} s") from None
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e.__context__
             raise _Transient(f"connection failed ({_one_line(cause or e)})") from None
@@ -574,8 +558,13 @@ class ReplayClient:
     whose prompt differs from the recorded one (the sprint is not replaying the same questions).
     """
 
-    def __init__(self, records: Sequence[CallRecord | Mapping[str, Any]]) -> None:
+    def __init__(self, records: Sequence[CallRecord | Mapping[str, Any]], *,
+                 replay_of: str | None = None, replay_experiment: str | None = None) -> None:
+        """``replay_of``: the sprint the records came from (SESSION:NUMBER);
+        ``replay_experiment``: its experiment (its runs are no duplicate of the replay's)."""
         recs = [r if isinstance(r, CallRecord) else CallRecord.from_dict(r) for r in records]
+        self.replay_of = replay_of
+        self.replay_experiment = replay_experiment
         self._questions: dict[str, deque[list[CallRecord]]] = {}
         for r in recs:
             q = self._questions.setdefault(r.role, deque())
@@ -586,7 +575,8 @@ class ReplayClient:
         self.model = recs[0].model if recs else "replay"
         self.mismatches: list[str] = []
 
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M:
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M:
         q = self._questions.get(role)
         if not q:
             raise LLMUnavailable(f"{role}: the recording has no more answers for this role")

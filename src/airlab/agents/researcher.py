@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import socket
 import time
 import warnings
 from collections.abc import Callable, Collection, Mapping
@@ -313,10 +312,8 @@ def find_duplicate(store: Store, spec: ExperimentSpec, arm: str,
     """The oldest stored experiment holding a run with every resolved config (run key) that
     ``arm`` of ``spec`` would run, or None. Run keys hash the whole config, seed included, so
     only the same settings at the same seeds match (the arm's name does not matter)."""
-    from sqlalchemy import select
-
     from airlab.plan import plan_runs
-    from airlab.store.tables import experiments, runs
+    from airlab.store.team import experiments_with_runs
 
     if arm not in {a.name for a in spec.all_arms}:
         raise AirlabError(f"spec '{spec.name}' has no arm '{arm}'",
@@ -324,17 +321,8 @@ def find_duplicate(store: Store, spec: ExperimentSpec, arm: str,
     keys = {p.run_key for p in plan_runs(spec, settings) if p.arm == arm}
     if not keys:
         return None
-    q = (select(experiments.c.name, experiments.c.created_at, runs.c.run_key)
-         .join(experiments, experiments.c.id == runs.c.experiment_id)
-         .where(runs.c.run_key.in_(sorted(keys))))
-    with store.reading() as c:
-        rows = c.execute(q).all()
-    have: dict[str, set[str]] = {}
-    when: dict[str, float] = {}
-    for r in rows:
-        have.setdefault(r.name, set()).add(r.run_key)
-        when[r.name] = r.created_at
-    full = sorted((when[n], n) for n, k in have.items() if k >= keys)
+    have = experiments_with_runs(store, sorted(keys))
+    full = sorted((when, n) for n, (when, k) in have.items() if k >= keys)
     return full[0][1] if full else None
 
 
@@ -756,16 +744,16 @@ def _owner() -> str:
 def _abandoned(trial: Any, me: str) -> bool:
     """A running trial is abandoned when its process is gone (or is this one: a sprint of this
     process that never told its result); another host's trial only after a long time."""
-    from airlab.store.store import _alive, _owner_host_pid
+    from airlab.store.team import owner_gone
 
     owner = trial.user_attrs.get(OWNER_ATTR)
     if not owner:
         return True  # the process stopped between asking and recording itself
     if owner == me:
         return True
-    host, pid = _owner_host_pid(owner)
-    if host == socket.gethostname():
-        return pid is None or not _alive(pid)
+    gone = owner_gone(owner)
+    if gone is not None:
+        return gone
     started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
     return time.time() - started > FOREIGN_STALE_S
 

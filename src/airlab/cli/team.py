@@ -1,7 +1,7 @@
 """The research team's commands: `sprint` (one cycle), `auto` (the loop), `leaderboard`.
 
-Thin wrappers over airlab.agents.team; each phase prints one line as it ends, the runs show
-the same progress bars as `airlab run`.
+Thin wrappers over airlab.agents.team (a sprint) and airlab.agents.loop (`auto`); each phase
+prints one line as it ends, the runs show the same progress bars as `airlab run`.
 """
 
 from __future__ import annotations
@@ -152,27 +152,28 @@ def sprint(
 
 def _replay(store: Any, s: Any, ref: str, workers: int) -> None:
     """``airlab sprint --replay ID``: the sprint again from its stored answers."""
-    from airlab.agents.llm_roles import compare_sprints, find_sprint, replay_backend
+    from airlab.agents.replay import compare_sprints, find_sprint, replay_backend
     from airlab.agents.team import Team
 
     row = find_sprint(store, ref)
-    rec0 = dict(row["record"] or {})
-    if row["kind"] != "explore":
-        raise AirlabError(f"--replay: sprint {row['session']}:{row['number']} is a "
-                          f"{row['kind']} sprint", "replay an explore sprint")
+    rec0 = row.record
+    if row.kind != "explore":
+        raise AirlabError(f"--replay: sprint {row.key} is a {row.kind} sprint",
+                          "replay an explore sprint")
     backend = replay_backend(store, row)
-    team0 = (rec0.get("llm") or {}).get("team") or {}
-    spec0 = rec0.get("spec") or {}
+    team0 = rec0.llm.team if rec0.llm is not None else {}
+    spec0 = rec0.spec
+    q = rec0.request
     t0 = time.perf_counter()
     with executor(workers, None, None) as ex:
         team = Team(store, s, ex, seed=int(team0.get("seed", 0)), workers=workers,
                     reporter=_PhaseReporter(), options=team0.get("options") or {}, llm=backend)
         # The original's seeds and budget (the Architect sizes them from the store, which has
         # grown since), so that the spec is the original's.
-        out = team.sprint(session="replay", minutes=float(rec0.get("minutes") or 15),
-                          idea=rec0.get("idea"), area=rec0.get("area"), topic=rec0.get("topic"),
-                          tokens=(spec0.get("budget") or {}).get("tokens"),
-                          seeds=spec0.get("seeds"))
+        out = team.sprint(session="replay", minutes=q.minutes, idea=q.idea, area=q.area,
+                          topic=q.topic,
+                          tokens=spec0.budget.get("tokens") if spec0 is not None else None,
+                          seeds=spec0.seeds if spec0 is not None else None)
     if out.status == "failed":
         raise AirlabError(f"replay {out.session}:{out.number} failed: {out.reason}",
                           "see `airlab sprint --list`")
@@ -208,15 +209,14 @@ def _check_idea_args(idea: str | None, area: str | None, coder: bool = False) ->
                           did_you_mean(area, areas) or f"one of {', '.join(areas)}")
 
 
-def _list_sprints(rows: list[dict[str, Any]]) -> None:
+def _list_sprints(rows: list[Any]) -> None:
     t = Table(title="sprints")
     for c in ("sprint", "kind", "idea", "phase", "status", "rating", "experiment"):
         t.add_column(c)
     for r in rows:
-        rating = ((r["record"] or {}).get("validation") or {}).get("rating")
-        t.add_row(f"{r['session']}:{r['number']}", r["kind"], r.get("idea") or "",
-                  r["phase"], r["status"], "" if rating is None else str(rating),
-                  r.get("experiment") or "")
+        val = r.record.validation
+        t.add_row(r.key, r.kind, r.idea or "", r.phase, r.status,
+                  "" if val is None else str(val.rating), r.experiment or "")
     console.print(t)
 
 
@@ -243,7 +243,8 @@ def auto(
     """The autonomous loop: sprint after sprint; winners are stacked (each part ablated out)
     and a recipe is kept as the best only after it holds on fresh seeds. Killed and started
     again with the same --session, it continues with no run lost or run twice."""
-    from airlab.agents.team import Team, run_auto
+    from airlab.agents.loop import run_auto
+    from airlab.agents.team import Team
     from airlab.spec import slug
 
     if sprints is None and hours is None:
@@ -279,9 +280,12 @@ def _ratio(d: dict[str, Any]) -> str:
 
 
 def _print_leaderboard(store: Any, session: str | None, as_json: bool = False) -> None:
-    from airlab.agents.team import leaderboard as board
+    from airlab.agents.loop import leaderboard as board
 
-    rows = board(store, session)
+    rows = [{"session": r.session, "recipe": r.name, "status": r.status,
+             "use": list(r.recipe.use), "options": dict(r.recipe.options),
+             "selection": r.selection, "confirmation": r.confirmation}
+            for r in board(store, session)]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
