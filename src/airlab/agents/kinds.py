@@ -262,7 +262,7 @@ class Explore:
     def design_notes(self, ctx: SprintContext, design: Design) -> list[str]:
         """The novelty check again on the final spec (the Architect sized seeds and budget):
         an arm whose runs are already stored elsewhere is adopted, not run again."""
-        from airlab.agents.researcher import find_duplicate
+        from airlab.agents.novelty import find_duplicate
 
         prop = ctx.record.proposal
         name = prop.idea if prop is not None else None

@@ -17,6 +17,7 @@ from airlab.store.records import ProposalRecord
 
 if TYPE_CHECKING:
     from airlab.agents.knowledge import Idea
+    from airlab.agents.researcher import Researcher
     from airlab.agents.roles import Draft, IsBase, Lab, Roles, SprintContext
     from airlab.experiment import ExperimentOutcome
     from airlab.spec import ExperimentSpec
@@ -29,17 +30,14 @@ class OfflineResearcher:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
 
-    def _researcher(self, seed: int) -> object:
+    def _researcher(self, seed: int) -> Researcher:
         from airlab.agents.researcher import Researcher
 
         return Researcher(self.lab.store, self.lab.settings, seed=seed, ideas=self.lab.ideas)
 
     def propose(self, ctx: SprintContext, is_base: IsBase) -> ProposalRecord:
-        from airlab.agents.researcher import Researcher
-
         q = ctx.record.request
         r = self._researcher(self.lab.seed * 1000 + ctx.number)
-        assert isinstance(r, Researcher)
         p = r.propose(topic=q.topic, area=q.area, idea=q.idea, exclude=q.exclude,
                       is_base=is_base)
         chosen = p.chosen
@@ -54,11 +52,10 @@ class OfflineResearcher:
         """The idea arm's time-to-target ratio back to its Optuna study (no ratio: FAIL)."""
         if proposal.kind != "explore" or proposal.trial is None or proposal.idea is None:
             return
-        from airlab.agents.researcher import Proposal, Researcher
+        from airlab.agents.researcher import Proposal
 
         res = validation.arms.get(proposal.idea)
         r = self._researcher(0)
-        assert isinstance(r, Researcher)
         r.tell(Proposal.from_dict(proposal.researcher), res.ratio if res is not None else None)
 
 

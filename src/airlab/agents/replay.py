@@ -7,15 +7,68 @@ over the sprint's stored calls (:func:`replay_backend`) and runs a new sprint of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
+from airlab.agents.answers import AnswerError, parse_answer
+from airlab.agents.llm import LLMUnavailable
 from airlab.errors import AirlabError
+from airlab.store.calls import CallRecord
 
 if TYPE_CHECKING:
-    from airlab.agents.llm import ReplayClient
     from airlab.store import Store
     from airlab.store.records import SprintRecord
     from airlab.store.team import SprintRow
+M = TypeVar("M", bound=BaseModel)
+
+
+class ReplayClient:
+    """Answers ``ask`` from stored CallRecords, in order per role, with no server.
+
+    The records of one role are split into questions at ``attempt == 1``; each ``ask`` takes
+    the next question and returns its last answer that passed the schema (parsed again with the
+    given schema), or raises LLMUnavailable as the live call did. ``mismatches`` lists roles
+    whose prompt differs from the recorded one (the sprint is not replaying the same questions).
+    """
+
+    def __init__(self, records: Sequence[CallRecord | Mapping[str, Any]], *,
+                 replay_of: str | None = None, replay_experiment: str | None = None) -> None:
+        """``replay_of``: the sprint the records came from (SESSION:NUMBER);
+        ``replay_experiment``: its experiment (its runs are no duplicate of the replay's)."""
+        recs = [r if isinstance(r, CallRecord) else CallRecord.from_dict(r) for r in records]
+        self.replay_of = replay_of
+        self.replay_experiment = replay_experiment
+        self._questions: dict[str, deque[list[CallRecord]]] = {}
+        for r in recs:
+            q = self._questions.setdefault(r.role, deque())
+            if r.attempt <= 1 or not q:
+                q.append([r])
+            else:
+                q[-1].append(r)
+        self.model = recs[0].model if recs else "replay"
+        self.mismatches: list[str] = []
+
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M:
+        q = self._questions.get(role)
+        if not q:
+            raise LLMUnavailable(f"{role}: the recording has no more answers for this role")
+        group = q.popleft()
+        first = group[0].messages
+        if len(first) >= 2 and first[1].get("content") != user:
+            self.mismatches.append(role)
+        for rec in reversed(group):
+            if rec.parsed_ok and rec.response is not None:
+                try:
+                    return parse_answer(rec.response, schema)
+                except AnswerError as e:
+                    raise LLMUnavailable(f"{role}: the recorded answer no longer fits the "
+                                         f"schema: {e}") from None
+        raise LLMUnavailable(f"{role}: (recorded) {group[-1].error or 'no valid answer'}")
+
 
 def find_sprint(store: Store, ref: str) -> SprintRow:
     """The stored sprint ``ref`` names: its row id, or SESSION:NUMBER. AirlabError if none."""
@@ -40,7 +93,6 @@ def find_sprint(store: Store, ref: str) -> SprintRow:
 
 def replay_backend(store: Store, row: SprintRow) -> ReplayClient:
     """A ReplayClient over the calls the sprint ``row`` stored (AirlabError if it has none)."""
-    from airlab.agents.llm import ReplayClient
     from airlab.store.calls import load_calls
 
     calls = load_calls(store, sprint=row.key)

@@ -56,20 +56,37 @@ def _sprint_ref(ref: str) -> tuple[str, int]:
     return session or SPRINT_SESSION, n
 
 
-def _llm(flag: bool | None, max_tokens: int | None) -> Any:
-    """The language model the team asks (``AIRLAB_LLM_*``), or None for the offline team.
-    ``--llm`` requires one; ``--no-llm`` ignores it; unset uses it when it is configured."""
+def _llm(flag: bool | None, budget: int | None, **overrides: Any) -> Any:
+    """The language model the team asks (``AIRLAB_LLM_*``, the ``--llm-*`` flags over them), or
+    None for the offline team. ``--llm`` requires one; ``--no-llm`` ignores it; unset uses it
+    when it is configured."""
     if flag is False:
         return None
     from airlab.agents.llm import LLMClient, LLMSettings, TokenBudget
 
-    s = LLMSettings.from_env()
+    s = LLMSettings.from_env(**overrides)
     if s is None:
         if flag:
             raise AirlabError("--llm: no language model is configured",
                               "set AIRLAB_LLM_BASE_URL and AIRLAB_LLM_MODEL (see docs/llm.md)")
         return None
-    return LLMClient(s, budget=TokenBudget(max_tokens))
+    return LLMClient(s, budget=TokenBudget(budget))
+
+
+def _tuning(temperature: float | None, fmt: str | None, cap: int | None,
+            timeout: float | None) -> dict[str, Any]:
+    return {"temperature": temperature, "response_format": fmt, "max_tokens": cap,
+            "timeout_s": timeout}
+
+
+TEMPERATURE = typer.Option(None, "--llm-temperature", help="The model's sampling temperature "
+                           "(AIRLAB_LLM_TEMPERATURE; default 0.2).")
+FORMAT = typer.Option(None, "--llm-format", help="JSON mode asked first: json_schema, "
+                      "json_object or none (AIRLAB_LLM_RESPONSE_FORMAT).")
+CAP = typer.Option(None, "--llm-cap", help="Completion cap for every role, in tokens "
+                   "(AIRLAB_LLM_MAX_TOKENS; default: each role's own, sized to its schema).")
+TIMEOUT = typer.Option(None, "--llm-timeout", help="Seconds to wait for one answer "
+                       "(AIRLAB_LLM_TIMEOUT; default 60; a role's share of the box bounds it).")
 
 
 def _close(llm: Any) -> None:
@@ -106,6 +123,10 @@ def sprint(
     replay: str = typer.Option(None, "--replay", help="Reproduce sprint ID (its row id or "
                                "SESSION:NUMBER) from its stored model answers, with no server, "
                                "as a new sprint of session 'replay'."),
+    llm_temperature: float = TEMPERATURE,
+    llm_format: str = FORMAT,
+    llm_cap: int = CAP,
+    llm_timeout: float = TIMEOUT,
 ) -> None:
     """One research sprint: ideas -> design -> implementation -> runs -> validation -> post,
     inside a time box, with the team's reasoning written beside the experiment's post."""
@@ -117,7 +138,8 @@ def sprint(
         return
     s = settings()
     store = open_store()
-    model = None if replay else _llm(llm, max_tokens)
+    model = None if replay else _llm(llm, max_tokens, **_tuning(
+        llm_temperature, llm_format, llm_cap, llm_timeout))
     if idea is not None or area is not None:
         _check_idea_args(idea, area, coder=model is not None)
     if replay:
@@ -239,6 +261,10 @@ def auto(
                              "AIRLAB_LLM_BASE_URL / AIRLAB_LLM_MODEL (default: when set)."),
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Tokens the model may "
                                    "spend in this run of the session; then offline."),
+    llm_temperature: float = TEMPERATURE,
+    llm_format: str = FORMAT,
+    llm_cap: int = CAP,
+    llm_timeout: float = TIMEOUT,
 ) -> None:
     """The autonomous loop: sprint after sprint; winners are stacked (each part ablated out)
     and a recipe is kept as the best only after it holds on fresh seeds. Killed and started
@@ -255,7 +281,7 @@ def auto(
                           f"e.g. --session {slug(session, 60)}")
     s = settings()
     store = open_store()
-    model = _llm(llm, max_tokens)
+    model = _llm(llm, max_tokens, **_tuning(llm_temperature, llm_format, llm_cap, llm_timeout))
     t0 = time.perf_counter()
     try:
         with executor(workers, None, None) as ex:

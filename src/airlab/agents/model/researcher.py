@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from airlab.agents.knowledge import Area, Aspect, Idea
-from airlab.agents.knowledge import Implementation as IdeaImplementation
+from airlab.agents.ideas import Area, Aspect, Idea
+from airlab.agents.ideas import Implementation as IdeaImplementation
 from airlab.agents.llm import LLMBackend, LLMUnavailable
 from airlab.agents.model.seat import one_line as _one_line
 from airlab.agents.model.seat import tag
@@ -212,7 +212,7 @@ def _refuse(idea: Idea, store: Store, settings: Settings | None, ideas: Mapping[
             area: str | None, replaying: str | None = None) -> tuple[str | None, dict[str, Any]]:
     """Why the idea cannot be tested (None: it can) and its novelty record."""
     from airlab.agents.knowledge import check_idea, idea_spec
-    from airlab.agents.researcher import check_novelty
+    from airlab.agents.novelty import check_novelty
 
     if area is not None and idea.area != area:
         return f"it is in area '{idea.area}', not '{area}'", {}

@@ -90,9 +90,11 @@ class ModelSeat:
         ctx.say("warning", f"language model unavailable, continuing offline: {reason}")
 
     def share_s(self, ctx: SprintContext, role: str) -> float:
-        """Seconds the role may wait for the model: its share of the box, within what is left."""
+        """Seconds the role may still wait for the model in this sprint: its share of the box
+        less what it already waited, within what is left of the box."""
         box = ctx.record.request.minutes * 60.0
-        return min(BOX_SHARE.get(role, 0.05) * box, ctx.left())
+        spent = ctx.record.box.get(f"model.{role}", 0.0)
+        return min(BOX_SHARE.get(role, 0.05) * box - spent, ctx.left())
 
     def ask(self, ctx: SprintContext, role: str, system: str, user: str, schema: type[M]) -> M:
         """One question to the model (repairs included), bounded by the role's share of the box
