@@ -445,3 +445,23 @@ def test_runs_cut_by_the_time_box_are_kept_and_the_sprint_still_reports(
     assert all(r["state"] in ("incomplete", "pending", "finished") for r in rows)
     assert out.record.design is not None
     assert any("more than" in n for n in out.record.design.notes)
+
+
+def test_the_leaderboard_reads_only_and_recipes_are_written_by_the_loop(tmp_path: Path) -> None:
+    from airlab.agents.loop import write_recipes
+
+    db = f"sqlite:///{tmp_path / 'board.db'}"
+    store = Store(db)
+    _done_sprint(store, "c", 1, "confirm", _confirm("a", ["rope"], 4.8, 4.4, [10000]))
+    assert [r.name for r in leaderboard(store, "c")] == ["a"]
+    assert team_store.list_recipes(store) == []  # reading wrote nothing
+    p = subprocess.run(AIRLAB + ["--db", db, "leaderboard", "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    (row,) = json.loads(p.stdout)
+    assert (row["recipe"], row["status"], row["use"]) == ("a", "confirmed", ["rope"])
+    assert team_store.list_recipes(store) == []
+    write_recipes(store, "c", replay(store, "c"))  # the loop's explicit step
+    assert [(r.name, r.status) for r in team_store.list_recipes(store)] == [("a", "confirmed")]

@@ -214,7 +214,7 @@ class Architect:
         from airlab.check import check_spec
         from airlab.spec import ExperimentSpec
 
-        data = {
+        data: dict[str, Any] = {
             "name": name, "hypothesis": hypothesis[:1900], "area": area, "workload": workload,
             "preset": preset, "dataset": dataset, "budget": {"tokens": budget},
             "baseline": baseline.model_dump(), "arms": [a.model_dump() for a in arms],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from airlab.spec import DEFAULT_SEEDS, Arm, printable
+from airlab.spec import DEFAULT_SEEDS, MAX_STRING, Arm, printable
 
 if TYPE_CHECKING:
     pass
@@ -160,6 +160,7 @@ class ArmDelta(Arm):
 
     name: str = "baseline"
     use: list[str] = Field(default_factory=list, max_length=16)
+    description: str = Field(default="", max_length=MAX_STRING)
 
     @field_validator("name")
     @classmethod

@@ -417,7 +417,8 @@ class Confirm:
         parts = rec.proposal.parts if rec.proposal is not None else ()
         res = rec.validation.arms.get("recipe") if rec.validation is not None else None
         holds = res is not None and res.wins and (res.ci_low is None or res.ci_low > 1)
-        if holds and state.base_ratio is not None and (res.ratio or 0) <= state.base_ratio:
+        if holds and res is not None and state.base_ratio is not None \
+                and (res.ratio or 0) <= state.base_ratio:
             holds = False
         if parts:
             p = parts[0]

@@ -140,13 +140,12 @@ class LLMSettings:
             return cls(base_url=base, model=model,
                        api_key=(env.get("AIRLAB_LLM_API_KEY") or None), **kw)
         except AirlabError as e:  # name what the person set, not the field
-            name = next((k for k in given if f"setting {k}=" in e.message
-                         or f"LLM {k} " in e.message), None)
-            if name is None:
+            bad = next((k for k in given if f"setting {k}=" in str(e.message)), None)
+            if bad is None:
                 raise
-            var, _, example = ENV_SETTINGS[name]
-            raise AirlabError(f"{given[name]} '{kw[name]}' is not {example}",
-                              f"e.g. {var}={EXAMPLES[name]}") from None
+            var, _, example = ENV_SETTINGS[bad]
+            raise AirlabError(f"{given[bad]} '{kw[bad]}' is not {example}",
+                              f"e.g. {var}={EXAMPLES[bad]}") from None
 
 
 # The settings a person tunes from the environment (the command line has a flag for each):

@@ -308,7 +308,7 @@ def _ratio(d: dict[str, Any]) -> str:
 def _print_leaderboard(store: Any, session: str | None, as_json: bool = False) -> None:
     from airlab.agents.loop import leaderboard as board
 
-    rows = [{"session": r.session, "recipe": r.name, "status": r.status,
+    rows: list[dict[str, Any]] = [{"session": r.session, "recipe": r.name, "status": r.status,
              "use": list(r.recipe.use), "options": dict(r.recipe.options),
              "selection": r.selection, "confirmation": r.confirmation}
             for r in board(store, session)]

@@ -227,7 +227,8 @@ def current_sprint(store: Store, session: str | None = None) -> SprintRow | None
     else the latest of all (of one session, or of every session). Reads only."""
     rows = list_sprints(store, session)
     live = [r for r in rows if r.status in ("open", "review")]
-    return (live or rows or [None])[-1]
+    pick = live or rows
+    return pick[-1] if pick else None
 
 
 @dataclass(frozen=True)
