@@ -379,7 +379,7 @@ class LLMClient:
         try:
             resp = api.chat.completions.create(**kw, timeout=wait)
         except openai.APITimeoutError:
-            raise _Transient(f"no answer within {wait:g} s") from None
+            raise _Transient(f"no answer within {round(wait, 1):g} s") from None
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e.__context__
             raise _Transient(f"connection failed ({_one_line(cause or e)})") from None

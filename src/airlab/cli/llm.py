@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from airlab.cli.common import console
+from airlab.cli.team import CAP, FORMAT, TEMPERATURE, TIMEOUT, _tuning
 from airlab.errors import AirlabError
 
 app = typer.Typer(help="The language model the team asks (AIRLAB_LLM_*; see docs/llm.md).",
@@ -21,14 +22,10 @@ ROLES = ("researcher", "architect", "coder", "validator")
 def check(
     role: list[str] = typer.Option(  # noqa: B008 - typer reads the default, once
         None, "--role", help="Check only this role (repeat for more)."),
-    temperature: float = typer.Option(None, "--llm-temperature", help="Sampling temperature "
-                                      "(AIRLAB_LLM_TEMPERATURE)."),
-    fmt: str = typer.Option(None, "--llm-format", help="JSON mode asked first: json_schema, "
-                            "json_object or none (AIRLAB_LLM_RESPONSE_FORMAT)."),
-    cap: int = typer.Option(None, "--llm-cap", help="Completion cap for every role, tokens "
-                            "(AIRLAB_LLM_MAX_TOKENS; default: each role's own)."),
-    timeout: float = typer.Option(None, "--llm-timeout", help="Seconds to wait for one answer "
-                                  "(AIRLAB_LLM_TIMEOUT)."),
+    temperature: float = TEMPERATURE,
+    fmt: str = FORMAT,
+    cap: int = CAP,
+    timeout: float = TIMEOUT,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     from airlab.agents.llm import LLMSettings
@@ -37,8 +34,7 @@ def check(
     unknown = [r for r in role or [] if r not in ROLES]
     if unknown:
         raise AirlabError(f"--role: unknown role '{unknown[0]}'", f"one of {', '.join(ROLES)}")
-    s = LLMSettings.from_env(temperature=temperature, response_format=fmt, max_tokens=cap,
-                             timeout_s=timeout)
+    s = LLMSettings.from_env(**_tuning(temperature, fmt, cap, timeout))
     if s is None:
         raise AirlabError("llm check: no language model is configured",
                           "set AIRLAB_LLM_BASE_URL and AIRLAB_LLM_MODEL (see docs/llm.md)")
