@@ -60,9 +60,10 @@ def write_recipes(store: Store, session: str, state: LoopState) -> None:
                                status=e.status, confirmation=e.confirmation)
 
 
-def next_sprint(state: LoopState, plan: LoopPlan) -> SprintRequest:
-    """The first kind in the policy that wants a sprint (explore always does)."""
-    for name in POLICY:
+def next_sprint(state: LoopState, plan: LoopPlan, policy: Sequence[str] = POLICY
+                ) -> SprintRequest:
+    """The first kind in ``policy`` that wants a sprint (explore always does)."""
+    for name in policy:
         req = KINDS[name].wants(state, plan)
         if req is not None:
             return req
@@ -71,10 +72,12 @@ def next_sprint(state: LoopState, plan: LoopPlan) -> SprintRequest:
 
 def run_auto(team: Team, *, session: str, sprints: int | None = None,
              hours: float | None = None, tokens: float = 400_000, minutes: float = 15.0,
-             seeds: Sequence[int] = SELECTION_SEEDS, topic: str | None = None) -> AutoOutcome:
+             seeds: Sequence[int] = SELECTION_SEEDS, topic: str | None = None,
+             policy: Sequence[str] = POLICY) -> AutoOutcome:
     """Sprint after sprint until ``sprints`` are done or ``hours`` of sprint time are spent.
     Restarted with the same ``session``, it continues: the open sprint resumes, the state
-    (current recipe, winners, candidates) comes from the store."""
+    (current recipe, winners, candidates) comes from the store. ``policy``: the sprint kinds
+    asked, in order, for the next sprint."""
     if sprints is None and hours is None:
         raise AirlabError("auto needs a budget", "give --sprints N or --hours H")
     lab, store = team.lab, team.lab.store
@@ -122,7 +125,7 @@ def run_auto(team: Team, *, session: str, sprints: int | None = None,
             if hours is not None and took:  # sprints that still fit, at the mean sprint's time
                 fit = int((hours * 3600 - spent) // (sum(took) / len(took)))
                 left = fit if left is None else min(left, fit)
-            req = next_sprint(state, LoopPlan(lab, seeds, left))
+            req = next_sprint(state, LoopPlan(lab, seeds, left), policy)
             box = minutes if session_end is None \
                 else max(1.0, min(minutes, (session_end - time.time()) / 60))
             out = team.run(dataclasses.replace(req, minutes=box, tokens=tokens, topic=topic),
