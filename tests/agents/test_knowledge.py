@@ -9,11 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from airlab.agents.ideas import ASPECTS, LAB_AREAS, Idea, Prediction
 from airlab.agents.knowledge import (
-    ASPECTS,
-    LAB_AREAS,
-    Idea,
-    Prediction,
     check_idea,
     filter_ideas,
     idea_spec,

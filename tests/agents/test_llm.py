@@ -11,21 +11,18 @@ import pytest
 from chat_server import ChatServer, drop, json_reply, refusal, reply, slow, status
 from pydantic import BaseModel, ConfigDict
 
+from airlab.agents.answers import AnswerError, extract_json, parse_answer
 from airlab.agents.llm import (
-    AnswerError,
-    CallRecord,
     LLMClient,
     LLMSettings,
     LLMUnavailable,
-    ReplayClient,
     TokenBudget,
-    extract_json,
     normalize_base_url,
-    parse_answer,
 )
+from airlab.agents.replay import ReplayClient
 from airlab.errors import AirlabError
 from airlab.store import Store
-from airlab.store.calls import load_calls, save_call, token_totals
+from airlab.store.calls import CallRecord, load_calls, save_call, token_totals
 
 # The optional extra (in dev); imported here so timed tests do not pay for the first import.
 pytest.importorskip("openai")

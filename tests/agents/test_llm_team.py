@@ -20,15 +20,11 @@ import pytest
 from chat_server import ChatServer, json_reply
 from listener import Listener
 
+from airlab.agents.generated import commit_technique
 from airlab.agents.llm import LLMUnavailable
-from airlab.agents.llm_roles import (
-    IdeaAnswer,
-    ResearchAnswer,
-    commit_technique,
-    propose_idea,
-    tag,
-    ungrounded,
-)
+from airlab.agents.model.researcher import IdeaAnswer, ResearchAnswer, propose_idea
+from airlab.agents.model.seat import tag
+from airlab.agents.model.validator import ungrounded
 from airlab.settings import get_settings
 from airlab.store import Store
 from airlab.store import team as team_store
@@ -120,10 +116,11 @@ def model_env(srv: ChatServer) -> dict[str, str]:
 
 
 def sprint_row(session: str, number: int) -> dict[str, Any]:
+    """The stored sprint with its record as the JSON the store keeps."""
     store = Store(get_settings().db_url)
     row = team_store.get_sprint(store, session, number)
     assert row is not None
-    return row
+    return {"status": row.status, "idea": row.idea, "record": row.record.to_json()}
 
 
 # ------------------------------------------------------------------------- the whole path
@@ -277,7 +274,7 @@ class _Fixed:
         self.answers = answers
         self.asked: list[str] = []
 
-    def ask(self, role: str, system: str, user: str, schema: Any) -> Any:
+    def ask(self, role: str, system: str, user: str, schema: Any, **_: Any) -> Any:
         self.asked.append(user)
         if not self.answers.get(role):
             raise LLMUnavailable(f"{role}: no more answers")
@@ -357,9 +354,10 @@ def test_a_later_sprint_finds_the_code_of_a_switch_the_model_wrote(tmp_path: Pat
     """A stack or recipe using a generated switch names its file, so its runs are sandboxed."""
     from dataclasses import dataclass
 
-    from airlab.agents.llm_roles import attach_technique_files, technique_files_for
+    from airlab.agents.generated import attach_technique_files, technique_files_for
     from airlab.executors.sandboxed import store_code
     from airlab.spec import ExperimentSpec
+    from airlab.store.records import ModelNotes, SprintRecord, SprintRequest
     from airlab.techniques import TECHNIQUES
 
     s = get_settings()
@@ -367,8 +365,9 @@ def test_a_later_sprint_finds_the_code_of_a_switch_the_model_wrote(tmp_path: Pat
     src = tmp_path / "gen.py"
     src.write_text(GOOD_CODE.replace(SWITCH, "llm_later_switch"))
     stored = store_code(s.home, src)
-    team_store.start_sprint(store, "sprints", 1, kind="explore", record={"llm": {"code": {
-        "ok": True, "switch": "llm_later_switch", "path": str(stored)}}})
+    team_store.start_sprint(store, "sprints", 1, SprintRecord(
+        SprintRequest(), 0.0, llm=ModelNotes("m", "sprints:1", code={
+            "ok": True, "switch": "llm_later_switch", "path": str(stored)})))
     assert technique_files_for(store, ["rope"]) == []
     assert technique_files_for(store, ["rope", "llm_later_switch"]) == [str(stored)]
     assert "llm_later_switch" in TECHNIQUES  # a stand-in: its code ran only in the sandbox
@@ -423,7 +422,7 @@ def test_a_model_idea_on_registered_switches_runs_and_its_prediction_is_scored(
     finally:
         ex.shutdown()
     assert out.status == "done" and out.idea == "rotary_positions_again", out.reason
-    rec = out.record
+    rec = out.record.to_json()
     assert rec["llm"]["parts"]["researcher"] == "model"
     assert rec["spec"]["arms"][0]["use"] == ["rope"] and rec["spec"]["techniques"] == []
     pred = rec["validation"]["prediction"]
@@ -453,7 +452,7 @@ def test_the_model_writes_the_code_a_knowledge_base_idea_needs(shared_data: Path
     finally:
         ex.shutdown()
     assert out.status == "done", out.reason
-    rec = out.record
+    rec = out.record.to_json()
     assert "Switch name: zero_init" in llm.asked[1]  # the Coder got the idea's sketch
     assert rec["llm"]["parts"]["researcher"].startswith("offline")
     assert rec["llm"]["code"]["ok"] and rec["spec"]["arms"][0]["use"] == ["zero_init"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from airlab.agents.knowledge import Idea, Prediction, get_idea, idea_spec, load_ideas
+from airlab.agents.novelty import check_novelty, novelty_calibration
 from airlab.agents.researcher import (
     AREA_WEIGHT,
     OUTCOMES,
@@ -22,13 +23,11 @@ from airlab.agents.researcher import (
     Proposal,
     Researcher,
     beliefs,
-    check_novelty,
     gain,
-    novelty_calibration,
     scope,
-    study_name,
 )
 from airlab.agents.status import IdeaStatus, idea_statuses
+from airlab.agents.tuning import study_name
 from airlab.errors import AirlabError
 from airlab.settings import Settings, get_settings
 from airlab.store import Store
@@ -211,7 +210,7 @@ def test_optuna_trials_live_in_the_lab_store(lab: tuple[Store, Settings]) -> Non
     assert trials[0][:3] == [0, "COMPLETE", 1.25] and trials[0][3] == first.options
     assert trials[1][:2] == [1, "FAIL"] and trials[1][3] == pytest.approx(second.options)
     # A re-check repeats the best trial so far (a new trial with its options).
-    options, trial, resumed, note = r._tune("muon", recheck=True)
+    options, trial, resumed, note = r.tuner.tune("muon", recheck=True)
     assert options == first.options and trial == 2 and not resumed and "best trial" in note
     # No search ranges: nothing to tune, no study.
     p = r.propose(idea="rope")
@@ -236,7 +235,7 @@ def test_a_suggestion_equal_to_the_base_is_told_ratio_1_and_not_run(
     p = r.propose(idea="short_warmup", is_base=lambda name, o: o["warmup_steps"] == 20)
     assert p.trial == 1 and p.options["warmup_steps"] != 20
     assert "told ratio 1" in p.reasons
-    first = r._study("short_warmup").trials[0]
+    first = r.tuner.study("short_warmup").trials[0]
     assert first.params == {"warmup_steps": 20} and first.value == 1.0
 
 

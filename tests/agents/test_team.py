@@ -16,17 +16,34 @@ from typing import Any
 
 import pytest
 
-from airlab.agents.architect import ArmSpec
 from airlab.agents.coder import merge
-from airlab.agents.team import DEFAULT, Team, _next, _replay_state, leaderboard, speed_ideas
+from airlab.agents.kinds import LoopPlan, LoopState, default_target, is_base, speed_ideas
+from airlab.agents.loop import leaderboard, next_sprint, replay
+from airlab.agents.team import Team
 from airlab.settings import get_settings
+from airlab.spec import Arm
 from airlab.store import Store
 from airlab.store import team as team_store
+from airlab.store.records import Part, SprintRecord, default_arm, is_default
 
 # Shared by every arm of every sprint in these tests: a model that trains in about a second.
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
         "eval_points": 4, "eval_tokens": 1024}
 AIRLAB = [str(Path(sys.executable).with_name("airlab"))]
+
+
+def ArmSpec(name: str, use: tuple[str, ...] = (),  # noqa: N802 - reads as the arm it makes
+            options: dict[str, Any] | None = None) -> Arm:
+    return Arm(name=name, use=list(use), options=dict(options or {}))
+
+
+DEFAULT = default_arm()
+
+
+def _next(team: Team, st: LoopState, seeds: list[int], tokens: float, left: int | None
+          ) -> tuple[str, Any]:
+    req = next_sprint(st, LoopPlan(team.lab, tuple(seeds), left))
+    return req.kind, req
 
 
 def _opts() -> list[str]:
@@ -68,8 +85,8 @@ def test_a_sprint_runs_every_phase_and_leaves_its_artifacts(shared_data: Path) -
               "spec.yaml", "sprint.md"):
         assert (folder / f).stat().st_size > 0, f
     row = team_store.get_sprint(store, "sprints", 1)
-    assert row is not None and row["phase"] == "done" and row["idea"] == "rope"
-    rec = row["record"]
+    assert row is not None and row.phase == "done" and row.idea == "rope"
+    rec = row.record.to_json()
     assert rec["spec"]["idea"] == "rope" and rec["spec"]["budget"] == {"tokens": 6000.0}
     assert len(rec["spec"]["seeds"]) >= 3  # the time-to-target interval needs 3 pairs
     assert rec["runs"]["failed"] == 0 and rec["runs"]["ran"] == rec["runs"]["planned"]
@@ -104,15 +121,20 @@ def test_merge_stacks_parts_and_leaves_out_an_excluded_one() -> None:
     stack, notes = merge("stack", [ArmSpec("a", ("rope",), {"lr": 0.002}),
                                    ArmSpec("b", ("nope",)),  # rope and nope exclude each other
                                    ArmSpec("c", ("rmsnorm",), {"lr": 0.003})])
-    assert stack.use == ("rope", "rmsnorm")
+    assert stack.use == ["rope", "rmsnorm"]
     assert stack.options == {"lr": 0.003}
     assert any("left b out" in n for n in notes) and any("lr" in n for n in notes)
 
 
 def _done_sprint(store: Store, session: str, n: int, kind: str, record: dict[str, Any],
                  idea: str | None = None) -> None:
-    row = team_store.start_sprint(store, session, n, kind=kind, record={})
-    team_store.update_sprint(store, row["id"], phase="done", status="done", record=record,
+    """A finished sprint whose record (the stored JSON) holds only what the loop reads; its
+    spec is completed into a valid one."""
+    spec = {"name": f"x{n}", "workload": "charlm", "budget": {"tokens": 4000.0},
+            "baseline": {"name": "default"}, **record["spec"]}
+    rec = SprintRecord.from_json({**record, "spec": spec})
+    row = team_store.start_sprint(store, session, n, rec)
+    team_store.update_sprint(store, row.id, phase="done", status="done", record=rec,
                              idea=idea, experiment=f"x{n}")
 
 
@@ -132,39 +154,40 @@ def test_the_loop_stacks_two_winners_then_confirms_then_builds_on_the_recipe() -
     sess = "t"
     _done_sprint(store, sess, 1, "explore", _explore("rope", ["rope"], {}, True, 1.5), "rope")
     _done_sprint(store, sess, 2, "explore", _explore("lion", ["lion"], {}, False, 0.7), "lion")
-    st = _replay_state(store, sess)
-    assert [w["idea"] for w in st["winners"]] == ["rope"] and st["tested"] == ["rope", "lion"]
+    st = replay(store, sess)
+    assert [w.idea for w in st.winners] == ["rope"] and st.tested == ["rope", "lion"]
     kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
-    assert kind == "explore" and "rope" in kw["exclude"] and "lion" in kw["exclude"]
+    assert kind == "explore" and "rope" in kw.exclude and "lion" in kw.exclude
     _done_sprint(store, sess, 3, "explore",
                  _explore("short_warmup", [], {"warmup_steps": 20}, True, 1.3), "short_warmup")
-    kind, kw = _next(team, _replay_state(store, sess), [0, 1, 2], 4000, left=5)
-    assert kind == "stack" and sorted(p["idea"] for p in kw["parts"]) == ["rope",
-                                                                          "short_warmup"]
-    stack_rec = {"kind": "stack", "proposal": {"kind": "stack", "parts": kw["parts"]},
+    kind, kw = _next(team, replay(store, sess), [0, 1, 2], 4000, left=5)
+    assert kind == "stack" and sorted(p.idea for p in kw.parts) == ["rope", "short_warmup"]
+    stack_rec = {"kind": "stack", "proposal": {"kind": "stack", "summary": "",
+                                               "parts": [p.to_json() for p in kw.parts]},
                  "spec": {"arms": [{"name": "stack", "use": ["rope"],
                                     "options": {"warmup_steps": 20}}], "seeds": [0, 1, 2]},
                  "validation": {"arms": {"stack": {"wins": True, "ratio": 2.0, "ci_low": 1.5,
                                                    "ci_high": 2.6}}}}
     _done_sprint(store, sess, 4, "stack", stack_rec)
-    st = _replay_state(store, sess)
+    st = replay(store, sess)
     kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
     assert kind == "confirm"
-    assert set(kw["seeds"]).isdisjoint({0, 1, 2})  # fresh seeds, never used for selection
-    assert [r["status"] for r in leaderboard(store, sess)] == ["candidate"]
-    conf_rec = {"kind": "confirm", "proposal": {"kind": "confirm", "parts": kw["parts"]},
-                "spec": {"arms": [{"name": "recipe"}], "seeds": kw["seeds"]},
+    assert set(kw.seeds).isdisjoint({0, 1, 2})  # fresh seeds, never used for selection
+    assert [r.status for r in leaderboard(store, sess)] == ["candidate"]
+    conf_rec = {"kind": "confirm", "proposal": {"kind": "confirm", "summary": "",
+                                                "parts": [p.to_json() for p in kw.parts]},
+                "spec": {"arms": [{"name": "recipe"}], "seeds": list(kw.seeds)},
                 "validation": {"arms": {"recipe": {"wins": True, "ratio": 1.8, "ci_low": 1.2,
                                                    "ci_high": 2.5}}}}
     _done_sprint(store, sess, 5, "confirm", conf_rec)
-    st = _replay_state(store, sess)
-    assert st["base"].use == ("rope",) and st["base"].options == {"warmup_steps": 20}
-    assert st["winners"] == [] and st["candidate"] is None
+    st = replay(store, sess)
+    assert st.base.use == ("rope",) and st.base.options == {"warmup_steps": 20}
+    assert st.winners == [] and st.candidate is None
     board = leaderboard(store, sess)
-    assert board[0]["status"] == "confirmed"
-    assert board[0]["selection"]["ratio"] == 2.0 and board[0]["confirmation"]["ratio"] == 1.8
+    assert board[0].status == "confirmed"
+    assert board[0].selection["ratio"] == 2.0 and board[0].confirmation["ratio"] == 1.8
     kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
-    assert kind == "explore" and kw["base"].use == ("rope",)  # new ideas on the recipe
+    assert kind == "explore" and kw.base.use == ("rope",)  # new ideas on the recipe
 
 
 def test_an_arm_faster_to_the_target_wins_unless_its_quality_is_worse() -> None:
@@ -188,7 +211,7 @@ def test_with_a_declared_target_an_arm_wins_by_getting_there_sooner_on_every_pai
 
 
 def test_a_lone_winner_is_stacked_after_a_few_ideas_find_no_partner() -> None:
-    from airlab.agents.team import SINGLE_WINNER_WAIT
+    from airlab.agents.kinds import SINGLE_WINNER_WAIT
 
     s = get_settings()
     store = Store(s.db_url)
@@ -197,26 +220,26 @@ def test_a_lone_winner_is_stacked_after_a_few_ideas_find_no_partner() -> None:
     losers = ["lion", "adafactor", "sgd_nesterov", "nope", "swiglu"][:SINGLE_WINNER_WAIT]
     for i, name in enumerate(losers[:-1], start=2):
         _done_sprint(store, "w", i, "explore", _explore(name, [name], {}, False, 0.8), name)
-        assert _next(team, _replay_state(store, "w"), [0, 1, 2], 4000, left=None)[0] \
+        assert _next(team, replay(store, "w"), [0, 1, 2], 4000, left=None)[0] \
             == "explore"
     _done_sprint(store, "w", len(losers) + 1, "explore",
                  _explore(losers[-1], [losers[-1]], {}, False, 0.8), losers[-1])
-    kind, kw = _next(team, _replay_state(store, "w"), [0, 1, 2], 4000, left=None)
-    assert kind == "stack" and [p["idea"] for p in kw["parts"]] == ["rope"]
+    kind, kw = _next(team, replay(store, "w"), [0, 1, 2], 4000, left=None)
+    assert kind == "stack" and [p.idea for p in kw.parts] == ["rope"]
     # Near the end of a session (a stack and a confirmation still fit) it is stacked at once.
     _done_sprint(store, "v", 1, "explore", _explore("rope", ["rope"], {}, True, 1.5), "rope")
-    assert _next(team, _replay_state(store, "v"), [0, 1, 2], 4000, left=3)[0] == "stack"
+    assert _next(team, replay(store, "v"), [0, 1, 2], 4000, left=3)[0] == "stack"
 
 
 def test_an_idea_whose_values_the_base_already_has_is_the_base() -> None:
     s = get_settings()
     team = Team(Store(s.db_url), s, None, seed=0)  # type: ignore[arg-type]  # decisions only
-    recipe = ArmSpec("r", ("rope",), {"warmup_steps": 20})
-    assert team._is_base("short_warmup", {"warmup_steps": 20}, recipe)
-    assert not team._is_base("short_warmup", {"warmup_steps": 30}, recipe)
-    assert team._is_base("small_batch", {"batch_size": 12}, recipe)  # the default batch
-    assert team._is_base("small_batch", {"batch_size": 12}, DEFAULT)
-    assert not team._is_base("small_batch", {"batch_size": 6}, DEFAULT)
+    recipe, default = Part("r", ("rope",), {"warmup_steps": 20}), Part("default")
+    assert is_base(team.lab, "short_warmup", {"warmup_steps": 20}, recipe)
+    assert not is_base(team.lab, "short_warmup", {"warmup_steps": 30}, recipe)
+    assert is_base(team.lab, "small_batch", {"batch_size": 12}, recipe)  # the default batch
+    assert is_base(team.lab, "small_batch", {"batch_size": 12}, default)
+    assert not is_base(team.lab, "small_batch", {"batch_size": 6}, default)
 
 
 def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
@@ -234,7 +257,7 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
     me = MinimumExperiment()  # charlm, tiny, shakespeare, no options: the default's own
     try:
         team = Team(store, s, ex, seed=0, options=TINY)
-        assert team._default_target(me, 3000, [0, 1]) is None  # nothing stored yet
+        assert default_target(team.lab, me, 3000, [0, 1]) is None  # nothing stored yet
         spec = ExperimentSpec.model_validate({
             "name": "defaults", "workload": "charlm", "preset": "tiny",
             "dataset": "shakespeare", "budget": {"tokens": 3000}, "options": TINY,
@@ -245,8 +268,8 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
     exp = store.experiment("defaults")
     finals = store.metrics([r["id"] for r in store.runs(exp["id"])])
     want = sum(m["val_loss"] for m in finals.values()) / 2
-    assert team._default_target(me, 3000, [0, 1]) == pytest.approx(want)
-    assert team._default_target(me, 3000, [0, 1, 2]) is None  # seed 2 was never run
+    assert default_target(team.lab, me, 3000, [0, 1]) == pytest.approx(want)
+    assert default_target(team.lab, me, 3000, [0, 1, 2]) is None  # seed 2 was never run
 
 
 def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:
@@ -258,9 +281,9 @@ def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:
             "validation": {"arms": {"recipe": {"wins": True, "ratio": 1.2, "ci_low": 0.8,
                                                "ci_high": 1.7}}}}
     _done_sprint(store, "r", 1, "confirm", conf)
-    st = _replay_state(store, "r")
-    assert st["base"] is DEFAULT
-    assert leaderboard(store, "r")[0]["status"] == "rejected"
+    st = replay(store, "r")
+    assert is_default(st.base)
+    assert leaderboard(store, "r")[0].status == "rejected"
 
 
 def _confirm(name: str, use: list[str], ratio: float, lo: float, seeds: list[int]
@@ -278,9 +301,9 @@ def test_a_recipe_replaces_the_current_one_only_if_it_confirms_faster() -> None:
     _done_sprint(store, "c", 1, "confirm", _confirm("a", ["rope"], 4.8, 4.4, [10000]))
     # Wins against the default configuration on fresh seeds, but slower than recipe a.
     _done_sprint(store, "c", 2, "confirm", _confirm("b", ["rope", "muon"], 2.7, 1.7, [10100]))
-    st = _replay_state(store, "c")
-    assert st["base"].name == "a"
-    assert {r["recipe"]: r["status"] for r in leaderboard(store, "c")} == {
+    st = replay(store, "c")
+    assert st.base.idea == "a"
+    assert {r.name: r.status for r in leaderboard(store, "c")} == {
         "a": "confirmed", "b": "rejected"}
 
 
@@ -297,7 +320,9 @@ def test_the_loop_explores_only_ideas_about_speed() -> None:
 def _sprint_rows(db: str) -> list[dict[str, Any]]:
     st = Store(db)
     try:
-        return team_store.list_sprints(st, "k")
+        return [{"number": r.number, "phase": r.phase, "status": r.status,
+                 "experiment": r.experiment, "record": r.record.to_json()}
+                for r in team_store.list_sprints(st, "k")]
     finally:
         st.close()
 
@@ -390,7 +415,7 @@ def test_review_stops_after_the_design_and_runs_the_edited_spec(shared_data: Pat
     exp = st.experiment("sprint.sprints.001.rope")
     assert exp is not None
     assert sorted({r["seed"] for r in st.runs(exp["id"])}) == [5, 6, 7]
-    assert team_store.get_sprint(st, "sprints", 1)["status"] == "done"
+    assert team_store.get_sprint(st, "sprints", 1).status == "done"  # type: ignore[union-attr]
 
 
 @pytest.mark.slow  # ~20-40 s on 2 cores; `make test-all` runs it
@@ -411,11 +436,32 @@ def test_runs_cut_by_the_time_box_are_kept_and_the_sprint_still_reports(
     took = time.time() - t0
     assert out.status == "done", out.reason
     assert took < 20 + 60  # the box plus analysis and post, not the 3M-token budget
-    runs = out.record["runs"]
-    assert runs["incomplete"] >= 1
+    runs = out.record.runs
+    assert runs is not None and runs.incomplete >= 1
     exp = store.experiment(out.experiment)
     rows = store.runs(exp["id"])
     cut = [r for r in rows if r["state"] == "incomplete"]
     assert cut and all(len(store.curve(r["id"])) >= 1 for r in cut)  # kept, with their curve
     assert all(r["state"] in ("incomplete", "pending", "finished") for r in rows)
-    assert any("more than" in n for n in out.record["design"]["notes"])
+    assert out.record.design is not None
+    assert any("more than" in n for n in out.record.design.notes)
+
+
+def test_the_leaderboard_reads_only_and_recipes_are_written_by_the_loop(tmp_path: Path) -> None:
+    from airlab.agents.loop import write_recipes
+
+    db = f"sqlite:///{tmp_path / 'board.db'}"
+    store = Store(db)
+    _done_sprint(store, "c", 1, "confirm", _confirm("a", ["rope"], 4.8, 4.4, [10000]))
+    assert [r.name for r in leaderboard(store, "c")] == ["a"]
+    assert team_store.list_recipes(store) == []  # reading wrote nothing
+    p = subprocess.run(AIRLAB + ["--db", db, "leaderboard", "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    (row,) = json.loads(p.stdout)
+    assert (row["recipe"], row["status"], row["use"]) == ("a", "confirmed", ["rope"])
+    assert team_store.list_recipes(store) == []
+    write_recipes(store, "c", replay(store, "c"))  # the loop's explicit step
+    assert [(r.name, r.status) for r in team_store.list_recipes(store)] == [("a", "confirmed")]

@@ -4,8 +4,8 @@ from airlab.errors import AirlabError
 from airlab.store import Store
 
 
-def test_round_trip_and_atomic_finish(db_url: str) -> None:
-    s = Store(db_url)
+def test_round_trip_and_atomic_finish(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = s.upsert_experiment("e", {"x": 1}, workload="charlm")
     assert s.upsert_experiment("e", {"x": 2}, workload="charlm") == eid
     rows = s.ensure_runs(eid, [("base", 1, "k1", {"a": 1}), ("arm", 1, "k2", {"a": 2})])
@@ -43,8 +43,8 @@ def test_unreachable_database_is_a_one_line_error() -> None:
         Store("notadb://x")
 
 
-def test_archive_keeps_runs_under_a_new_name(db_url: str) -> None:
-    s = Store(db_url)
+def test_archive_keeps_runs_under_a_new_name(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = s.upsert_experiment("e", {"x": 1}, workload="charlm")
     s.ensure_runs(eid, [("base", 1, "k1", {"a": 1})])
     new = s.archive_experiment("e")

@@ -49,12 +49,12 @@ print(json.dumps(got))
 """
 
 
-def test_processes_sharing_a_store_claim_every_run_exactly_once(db_url: str,
+def test_processes_sharing_a_store_claim_every_run_exactly_once(any_db_url: str,
                                                                 tmp_path: Path) -> None:
-    s = Store(db_url)
+    s = Store(any_db_url)
     eid = _plan(s, 60)
     go = tmp_path / "go"
-    procs = [subprocess.Popen(_py(CLAIMER) + [db_url, str(eid), str(go)],
+    procs = [subprocess.Popen(_py(CLAIMER) + [any_db_url, str(eid), str(go)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
     for p in procs:
@@ -76,8 +76,8 @@ def test_processes_sharing_a_store_claim_every_run_exactly_once(db_url: str,
     assert sum(n > 0 for n in per_proc) >= 2, per_proc  # the work was really shared
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(db_url: str) -> None:
-    s = Store(db_url)
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = _plan(s, 1)
     # A real process claims the run with a short lease, then dies without finishing.
     p = subprocess.Popen(_py("""
@@ -87,7 +87,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(db_url: 
         row = s.claim_next(int(sys.argv[2]), owner_id(), lease_s=1.0)
         print(owner_id(), flush=True)
         time.sleep(600)
-        """) + [db_url, str(eid)], stdout=subprocess.PIPE, text=True)
+        """) + [any_db_url, str(eid)], stdout=subprocess.PIPE, text=True)
     try:
         dead_owner = p.stdout.readline().strip() if p.stdout else ""
         assert dead_owner.endswith(f":{p.pid}")
@@ -117,8 +117,8 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(db_url: 
     assert s.claim_next(eid, me, lease_s=30) is None
 
 
-def test_release_retry_infra_and_reset_failed(db_url: str) -> None:
-    s = Store(db_url)
+def test_release_retry_infra_and_reset_failed(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = _plan(s, 3)
     me = owner_id()
     a = s.claim_next(eid, me, 30)
@@ -151,8 +151,8 @@ def test_release_retry_infra_and_reset_failed(db_url: str) -> None:
         s.claim_next(eid, me, 30, states=("finished",))
 
 
-def test_a_run_that_keeps_losing_its_claimer_is_failed_after_the_limit(db_url: str) -> None:
-    s = Store(db_url)
+def test_a_run_that_keeps_losing_its_claimer_is_failed_after_the_limit(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = _plan(s, 1)
     for i in range(2):
         row = s.claim_next(eid, f"host:{i}", lease_s=0.05, retry_infra_limit=2)
@@ -163,8 +163,8 @@ def test_a_run_that_keeps_losing_its_claimer_is_failed_after_the_limit(db_url: s
     assert r["state"] == "failed" and r["infra"] and "lost" in r["reason"]
 
 
-def test_recover_interrupted_keeps_live_leased_claims(db_url: str) -> None:
-    s = Store(db_url)
+def test_recover_interrupted_keeps_live_leased_claims(any_db_url: str) -> None:
+    s = Store(any_db_url)
     eid = _plan(s, 3)
     p = subprocess.Popen(["sleep", "60"])
     try:
@@ -193,11 +193,11 @@ def test_recover_interrupted_keeps_live_leased_claims(db_url: str) -> None:
 
 
 def test_a_heartbeat_thread_keeps_a_short_lease_while_the_main_thread_writes(
-        db_url: str) -> None:
+        any_db_url: str) -> None:
     """How the pipeline uses it: one thread beats while the run executes and others finish."""
     import threading
 
-    s = Store(db_url)
+    s = Store(any_db_url)
     eid = _plan(s, 6)
     me = owner_id()
     lease = 0.3

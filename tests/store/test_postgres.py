@@ -1,65 +1,37 @@
 """The store contract on a real PostgreSQL server (tests/pg_fixture.py starts it).
 
-The contract tests written for SQLite (claims with leases, round trip, archive) run here again,
-unchanged, on a fresh PostgreSQL database each; then what only a server shows: row locks under
-concurrent claimers, lengths the spec allows fit the columns, and the error for a lost server.
+The contract tests (claims with leases, round trip, archive, the team's tables) take the shared
+``any_db_url`` fixture and so run on SQLite and on a fresh PostgreSQL database each; this module
+holds what only a server shows: row locks under concurrent claimers, lengths the spec allows fit
+the columns, and the error for a lost server.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
+import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from airlab.store import Store
 
-TESTS = Path(__file__).resolve().parents[1]
+CONTRACT_MODULES = ("store/test_claims.py", "engine/test_store.py", "store/test_team_store.py")
 
 
-def _load(rel: str) -> ModuleType:
-    """A contract test module by path (test folders are not packages)."""
-    path = TESTS / rel
-    spec = importlib.util.spec_from_file_location(f"_pg_contract_{path.stem}", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _contract() -> list[Callable[..., None]]:
-    out = []
-    for rel in ("store/test_claims.py", "engine/test_store.py"):
-        mod = _load(rel)
-        for name, fn in sorted(vars(mod).items()):
-            if name.startswith("test_") and "db_url" in inspect.signature(fn).parameters:
-                out.append(fn)
-    return out
-
-
-CONTRACT = _contract()
-
-
-@pytest.mark.parametrize("test", CONTRACT, ids=[f.__name__[5:] for f in CONTRACT])
-def test_store_contract_on_postgresql(test: Callable[..., None], pg_url: str,
-                                      tmp_path: Path) -> None:
-    kwargs: dict[str, Any] = {"db_url": pg_url}
-    if "tmp_path" in inspect.signature(test).parameters:
-        kwargs["tmp_path"] = tmp_path
-    test(**kwargs)
-
-
-def test_contract_covers_claims_and_round_trip() -> None:
-    names = {f.__name__ for f in CONTRACT}
-    assert "test_processes_sharing_a_store_claim_every_run_exactly_once" in names
-    assert "test_round_trip_and_atomic_finish" in names
-    assert len(names) >= 7
+def test_the_contract_tests_run_on_both_backends() -> None:
+    """The store contract (claims with leases, round trip, archive, the team's tables) runs on
+    SQLite and PostgreSQL through the shared ``any_db_url`` fixture: every test there that
+    takes a database takes that one."""
+    tests = Path(__file__).resolve().parents[1]
+    found = 0
+    for rel in CONTRACT_MODULES:
+        text = (tests / rel).read_text()
+        assert not re.search(r"def test_\w+\([^)]*\bdb_url\b", text), rel
+        found += len(re.findall(r"def test_\w+\([^)]*\bany_db_url\b", text, re.S))
+    assert found >= 10
 
 
 def test_claims_take_row_locks_that_skip_locked_rows(pg_url: str) -> None:

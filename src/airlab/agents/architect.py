@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airlab.errors import AirlabError
 
 if TYPE_CHECKING:
     from airlab.settings import Settings
-    from airlab.spec import ExperimentSpec
+    from airlab.spec import Arm, ExperimentSpec
     from airlab.store import Store
+    from airlab.store.records import DesignRecord
 
 MIN_SEEDS = 3  # the time-to-target interval needs 3 reached seed pairs
 MAX_SEEDS = 8
@@ -35,20 +36,6 @@ MIN_TOKENS = 30_000  # below this a charlm run says little about the idea
 RUN_OVERHEAD_S = 4.0  # per run: fork, model build, final evaluation and sample (measured: bench)
 EVAL_SHARE = 0.12  # evaluation time as a share of training time at the default eval settings
 BOX_SHARE = 0.80  # of the time box given to runs (the rest: design, analysis, post, slack)
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """An arm as data: switches and options on top of nothing (absolute, not a delta)."""
-
-    name: str
-    use: tuple[str, ...] = ()
-    options: Mapping[str, Any] = field(default_factory=dict)
-    description: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "use": list(self.use), "options": dict(self.options),
-                "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -62,10 +49,13 @@ class Design:
     estimate_s: float  # wall time the runs should take with the workers given
     notes: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "spec"}
-        d["spec"] = self.spec.to_dict()
-        return d
+    def record(self) -> DesignRecord:
+        """What the sprint keeps of it beside the spec: the reasons and the estimate."""
+        from airlab.store.records import DesignRecord
+
+        return DesignRecord(self.seeds_reason, self.budget_reason, self.throughput,
+                            self.throughput_source, self.runs_to_do, self.estimate_s,
+                            list(self.notes))
 
 
 def _floor_sd_diff(store: Store, config: Mapping[str, Any], budget: Mapping[str, float]
@@ -104,7 +94,7 @@ class Architect:
 
     # -- the design ---------------------------------------------------------------------------
 
-    def design(self, *, name: str, baseline: ArmSpec, arms: Sequence[ArmSpec],
+    def design(self, *, name: str, baseline: Arm, arms: Sequence[Arm],
                workload: str = "charlm", preset: str = "tiny", dataset: str = "shakespeare",
                tokens: float, minutes: float | None, effect: float | None = None,
                seeds: Sequence[int] | None = None, seed_base: int = 0,
@@ -210,18 +200,13 @@ class Architect:
 
     def _stored(self, spec: ExperimentSpec) -> int:
         """Planned runs whose run key already finished in the store (any experiment)."""
-        from sqlalchemy import select
-
         from airlab.plan import plan_runs
-        from airlab.store.tables import runs
+        from airlab.store.team import finished_run_keys
 
-        keys = {p.run_key for p in plan_runs(spec, self.settings)}
-        with self.store.reading() as c:
-            found = {r.run_key for r in c.execute(select(runs.c.run_key).where(
-                runs.c.state == "finished", runs.c.run_key.in_(sorted(keys))))}
-        return len(found)
+        keys = [p.run_key for p in plan_runs(spec, self.settings)]
+        return len(finished_run_keys(self.store, keys))
 
-    def _spec(self, *, name: str, baseline: ArmSpec, arms: Sequence[ArmSpec], workload: str,
+    def _spec(self, *, name: str, baseline: Arm, arms: Sequence[Arm], workload: str,
               preset: str, dataset: str, budget: float, seeds: Sequence[int],
               options: Mapping[str, Any], hypothesis: str, area: str,
               idea: str | None, target: float | None = None) -> ExperimentSpec:
@@ -230,10 +215,10 @@ class Architect:
         from airlab.check import check_spec
         from airlab.spec import ExperimentSpec
 
-        data = {
+        data: dict[str, Any] = {
             "name": name, "hypothesis": hypothesis[:1900], "area": area, "workload": workload,
             "preset": preset, "dataset": dataset, "budget": {"tokens": budget},
-            "baseline": baseline.to_dict(), "arms": [a.to_dict() for a in arms],
+            "baseline": baseline.model_dump(), "arms": [a.model_dump() for a in arms],
             "seeds": list(seeds), "options": dict(options), "idea": idea,
         }
         if target is not None:

@@ -10,32 +10,18 @@ technique is the LLM-backed Coder's work (generated code, run in the sandbox).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airlab.agents.architect import ArmSpec
 from airlab.errors import AirlabError
+from airlab.spec import Arm
+from airlab.store.records import ImplementationRecord
 
 if TYPE_CHECKING:
     from airlab.settings import Settings
     from airlab.spec import ExperimentSpec
 
 
-@dataclass(frozen=True)
-class Implementation:
-    """What the implementation phase produced: per arm, its switches, options and the source
-    hash of each technique; the planned runs; and notes (parts left out, code needed)."""
-
-    source: str  # "registered techniques" (offline) | "generated code" (LLM Coder)
-    arms: list[dict[str, Any]]
-    runs: int
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def merge(name: str, parts: Sequence[ArmSpec], description: str = "") -> tuple[ArmSpec, list[str]]:
+def merge(name: str, parts: Sequence[Arm], description: str = "") -> tuple[Arm, list[str]]:
     """One arm with the switches and options of every part, in order. A later part's option
     overrides an earlier one's (noted); a part whose switch excludes one already in the stack
     is left out whole (noted), so the stack always plans."""
@@ -55,7 +41,7 @@ def merge(name: str, parts: Sequence[ArmSpec], description: str = "") -> tuple[A
                 notes.append(f"{name}: {part.name} sets {k}={v!r} over {options[k]!r}")
             options[k] = v
         use += [u for u in part.use if u not in use]
-    return ArmSpec(name, tuple(use), options, description), notes
+    return Arm(name=name, use=use, options=options, description=description), notes
 
 
 class Coder:
@@ -72,7 +58,7 @@ class Coder:
                               "the LLM-backed Coder writes it (`AIRLAB_LLM_BASE_URL`); the "
                               "offline team picks another idea")
 
-    def implement(self, spec: ExperimentSpec) -> Implementation:
+    def implement(self, spec: ExperimentSpec) -> ImplementationRecord:
         """Plan every arm (the same resolver as `airlab run`); AirlabError when one cannot."""
         from airlab.plan import plan_runs
         from airlab.techniques import technique_hashes
@@ -82,10 +68,10 @@ class Coder:
         for arm in spec.all_arms:
             arms.append({"arm": arm.name, "use": list(arm.use), "options": dict(arm.options),
                          "code": technique_hashes(arm.use)})
-        return Implementation(self.source, arms, len(plans))
+        return ImplementationRecord(self.source, arms, len(plans))
 
     @staticmethod
-    def describe(arm: ArmSpec, base: ArmSpec | None = None) -> str:
+    def describe(arm: Arm, base: Arm | None = None) -> str:
         """The arm as flags, relative to ``base`` when given."""
         base_use = set(base.use) if base else set()
         base_opts: Mapping[str, Any] = base.options if base else {}

@@ -20,23 +20,22 @@ first request is made.
 
 from __future__ import annotations
 
-import ast
 import email.utils
-import json
 import math
 import os
 import random
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from airlab.agents.answers import AnswerError, parse_answer, repair_prompt, schema_prompt
 from airlab.errors import AirlabError
+from airlab.store.calls import CallRecord
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -53,11 +52,6 @@ class LLMUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = " ".join(str(reason).split())
         super().__init__(self.reason)
-
-
-class AnswerError(ValueError):
-    """An answer that is not a JSON object matching the schema (the message goes back to the
-    model in a repair round)."""
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -82,7 +76,8 @@ class LLMSettings:
     seed: int | None = 0
     backoff_s: float = 1.0  # first retry delay; doubles each retry, with jitter
     max_backoff_s: float = 30.0  # cap on any one wait, Retry-After included
-    max_tokens: int | None = None  # completion cap sent to the server (None: server default)
+    # Completion cap for every role (None: each role's own, sized to its answer schema).
+    max_tokens: int | None = None
     response_format: str = "json_object"
 
     def __post_init__(self) -> None:
@@ -96,6 +91,10 @@ class LLMSettings:
                     (name == "timeout_s" and v == 0):
                 raise AirlabError(f"LLM setting {name}={v!r} is not a positive number",
                                   "use seconds, e.g. 60")
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 2):
+            raise AirlabError(f"LLM setting temperature={t!r} is not a number from 0 to 2",
+                              "e.g. 0.2 (0: the most likely answer)")
         for name in ("max_retries", "repair_rounds"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -105,13 +104,16 @@ class LLMSettings:
             raise AirlabError(f"LLM setting max_tokens={self.max_tokens!r} is below 1",
                               "leave it unset for the server's default")
         if self.response_format not in RESPONSE_FORMATS:
-            raise AirlabError(f"LLM response_format '{self.response_format}' is unknown",
+            raise AirlabError(f"LLM setting response_format={self.response_format!r} is unknown",
                               f"choose from: {', '.join(RESPONSE_FORMATS)}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings | None:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any
+                 ) -> LLMSettings | None:
         """Settings from ``AIRLAB_LLM_BASE_URL``, ``AIRLAB_LLM_MODEL``, ``AIRLAB_LLM_API_KEY``
-        and ``AIRLAB_LLM_TIMEOUT`` (seconds); None when no base URL is set (offline team)."""
+        and the tuning variables of :data:`ENV_SETTINGS` (timeout, temperature, completion cap,
+        JSON mode); ``overrides`` (the command line's, None: not given) win over them. None
+        when no base URL is set (offline team)."""
         env = os.environ if env is None else env
         base = (env.get("AIRLAB_LLM_BASE_URL") or "").strip()
         if not base:
@@ -121,18 +123,44 @@ class LLMSettings:
             raise AirlabError("AIRLAB_LLM_MODEL is not set (AIRLAB_LLM_BASE_URL is)",
                               "set it to the model the server serves, e.g. qwen2.5:0.5b "
                               "for Ollama; see docs/llm.md")
-        timeout_s = 60.0
-        raw = (env.get("AIRLAB_LLM_TIMEOUT") or "").strip()
-        if raw:
-            try:
-                timeout_s = float(raw)
-            except ValueError:
-                timeout_s = -1.0
-            if not (math.isfinite(timeout_s) and timeout_s > 0):
-                raise AirlabError(f"AIRLAB_LLM_TIMEOUT '{raw}' is not a positive number",
-                                  "give seconds, e.g. AIRLAB_LLM_TIMEOUT=120")
-        return cls(base_url=base, model=model,
-                   api_key=(env.get("AIRLAB_LLM_API_KEY") or None), timeout_s=timeout_s)
+        kw: dict[str, Any] = {}
+        for name, (var, kind, example) in ENV_SETTINGS.items():
+            raw = (env.get(var) or "").strip()
+            if raw:
+                try:
+                    kw[name] = kind(raw)
+                except ValueError:
+                    raise AirlabError(f"{var} '{raw}' is not {example}",
+                                      f"e.g. {var}={EXAMPLES[name]}") from None
+        given = {k: ENV_SETTINGS[k][0] for k in kw}
+        for k, v in overrides.items():
+            if v is not None:
+                kw[k], given[k] = v, FLAGS[k]
+        try:
+            return cls(base_url=base, model=model,
+                       api_key=(env.get("AIRLAB_LLM_API_KEY") or None), **kw)
+        except AirlabError as e:  # name what the person set, not the field
+            bad = next((k for k in given if f"setting {k}=" in str(e.message)), None)
+            if bad is None:
+                raise
+            var, _, example = ENV_SETTINGS[bad]
+            raise AirlabError(f"{given[bad]} '{kw[bad]}' is not {example}",
+                              f"e.g. {var}={EXAMPLES[bad]}") from None
+
+
+# The settings a person tunes from the environment (the command line has a flag for each):
+# field -> (variable, type, what it must be).
+ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "timeout_s": ("AIRLAB_LLM_TIMEOUT", float, "a positive number of seconds"),
+    "temperature": ("AIRLAB_LLM_TEMPERATURE", float, "a number from 0 to 2"),
+    "max_tokens": ("AIRLAB_LLM_MAX_TOKENS", int, "a whole number of tokens >= 1"),
+    "response_format": ("AIRLAB_LLM_RESPONSE_FORMAT", str,
+                        f"one of {', '.join(RESPONSE_FORMATS)}"),
+}
+FLAGS = {"timeout_s": "--llm-timeout", "temperature": "--llm-temperature",
+         "max_tokens": "--llm-cap", "response_format": "--llm-format"}
+EXAMPLES = {"timeout_s": "120", "temperature": "0.2", "max_tokens": "800",
+            "response_format": "json_schema"}
 
 
 def normalize_base_url(url: str) -> str:
@@ -151,53 +179,6 @@ def normalize_base_url(url: str) -> str:
 
 
 # -- records and budget -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One HTTP call to the model (or one that failed before an answer came).
-
-    ``attempt`` counts HTTP calls within one ``ask`` from 1 (retries and repair rounds both add
-    one), so a record with ``attempt == 1`` starts a new question: replay relies on it.
-    ``parsed_ok`` says the answer passed the schema; ``error`` is why not (HTTP failure, bad
-    JSON, schema errors, refusal). Token counts are the server's, or estimated at 4 characters
-    a token when the server sends no usage.
-    """
-
-    role: str
-    model: str
-    temperature: float
-    seed: int | None
-    messages: list[dict[str, Any]]
-    response: str | None
-    parsed_ok: bool
-    error: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    attempt: int
-    at: float  # unix time the call started
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (what ``airlab.store.calls`` stores)."""
-        d = asdict(self)
-        d["messages"] = [dict(m) for m in self.messages]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
-        """From ``to_dict`` output or a stored row (extra keys such as ``id``, ``session``,
-        ``sprint`` are ignored)."""
-        seed = d.get("seed")
-        return cls(role=str(d["role"]), model=str(d["model"]),
-                   temperature=float(d["temperature"]),
-                   seed=None if seed is None else int(seed),
-                   messages=[dict(m) for m in (d.get("messages") or [])],
-                   response=d.get("response"), parsed_ok=bool(d["parsed_ok"]),
-                   error=d.get("error"), prompt_tokens=int(d.get("prompt_tokens") or 0),
-                   completion_tokens=int(d.get("completion_tokens") or 0),
-                   latency_s=float(d.get("latency_s") or 0.0), attempt=int(d["attempt"]),
-                   at=float(d.get("at") or 0.0))
-
 
 @dataclass
 class TokenBudget:
@@ -218,125 +199,6 @@ class TokenBudget:
             return None if self.total is None else max(0, self.total - self.used)
 
 
-# -- parsing ------------------------------------------------------------------------------------
-
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
-
-
-def schema_prompt(schema: type[BaseModel]) -> str:
-    """The instruction appended to a role's system prompt: answer with JSON of this schema."""
-    js = json.dumps(schema.model_json_schema(), separators=(",", ":"))
-    return ("Answer with one JSON object and nothing else (no prose, no code fences). "
-            f"It must match this JSON schema:\n{js}")
-
-
-def extract_json(text: str) -> Any:
-    """The JSON object in a model's answer: the whole text, a fenced block, or the first
-    ``{...}`` in it; ``<think>`` blocks are skipped; trailing commas and Python-style literals
-    (single quotes, True/None) are accepted as a last resort. Raises AnswerError."""
-    t = _THINK.sub("", text or "").strip()
-    if not t:
-        raise AnswerError("the answer is empty")
-    candidates = [t, *(m.group(1).strip() for m in _FENCE.finditer(t))]
-    for c in candidates:
-        try:
-            obj = json.loads(c)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    dec = json.JSONDecoder()
-    first_err: str | None = None
-    starts = _object_starts(t)
-    for i in starts:
-        try:
-            obj, _ = dec.raw_decode(t, i)
-        except ValueError as e:
-            first_err = first_err or str(e)
-            continue
-        if isinstance(obj, dict):
-            return obj
-    if starts:  # lenient last resort over the outermost braces
-        blob = t[starts[0]: t.rfind("}") + 1]
-        for fix in (lambda s: _TRAILING_COMMA.sub(r"\1", s), _python_literal):
-            try:
-                obj = fix(blob)
-                obj = json.loads(obj) if isinstance(obj, str) else obj
-            except Exception:  # noqa: BLE001 (any failure here just means "not parseable")
-                continue
-            if isinstance(obj, dict):
-                return obj
-        raise AnswerError(f"the answer's JSON is invalid: {first_err or 'unbalanced braces'}")
-    raise AnswerError("no JSON object found in the answer")
-
-
-def _object_starts(t: str, limit: int = 200) -> list[int]:
-    """Where top-level ``{`` open in ``t``: braces inside an object (and inside its strings) are
-    skipped, so a broken outer object is not mistaken for one of its inner objects. Quotes in
-    the prose around objects do not count."""
-    starts: list[int] = []
-    depth, in_str, esc = 0, False, False
-    for i, ch in enumerate(t):
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"' and depth > 0:
-            in_str = True
-        elif ch == "{":
-            if depth == 0:
-                starts.append(i)
-                if len(starts) >= limit:
-                    break
-            depth += 1
-        elif ch == "}" and depth > 0:
-            depth -= 1
-    return starts
-
-
-def _python_literal(s: str) -> Any:
-    s = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", s)))
-    return ast.literal_eval(_TRAILING_COMMA.sub(r"\1", s))
-
-
-def parse_answer(text: str, schema: type[M]) -> M:
-    """The validated answer: :func:`extract_json` then ``schema.model_validate``. An object
-    wrapped in one key (``{"idea": {...}}``) is unwrapped when only the inner one fits.
-    Raises AnswerError with a short list of what is wrong."""
-    obj = extract_json(text)
-    try:
-        return schema.model_validate(obj)
-    except ValidationError as e:
-        if len(obj) == 1:
-            (inner,) = obj.values()
-            if isinstance(inner, dict):
-                try:
-                    return schema.model_validate(inner)
-                except ValidationError:
-                    pass
-        raise AnswerError(f"the answer does not match the schema: {_errors(e)}") from None
-
-
-def _errors(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:8]:
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "(top level)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = e.error_count() - len(parts)
-    out = "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-    return out[:_MAX_ERROR_CHARS]
-
-
-def _repair_prompt(error: str) -> str:
-    return (f"That answer could not be used: {error[:_MAX_ERROR_CHARS]}\n"
-            "Reply again with only the corrected JSON object, matching the schema.")
-
-
 # -- clients ------------------------------------------------------------------------------------
 
 class LLMBackend(Protocol):
@@ -344,7 +206,23 @@ class LLMBackend(Protocol):
 
     model: str
 
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M: ...
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M: ...
+
+
+class _Limit:
+    """Seconds a question may take in all (None: no limit beyond each request's timeout)."""
+
+    def __init__(self, total: float | None) -> None:
+        self.total = total
+        self.end = None if total is None else time.monotonic() + max(0.0, total)
+
+    def left(self) -> float:
+        return math.inf if self.end is None else self.end - time.monotonic()
+
+    def timeout(self, per_request: float) -> float:
+        """The next request's timeout: the setting's, or what is left when that is less."""
+        return min(per_request, self.left())
 
 
 class _Transient(Exception):
@@ -368,17 +246,23 @@ class LLMClient:
         self._api: Any = None
         self._rng = random.Random()
 
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M:
+    def ask(self, role: str, system: str, user: str, schema: type[M], *,
+            max_tokens: int | None = None, time_limit: float | None = None) -> M:
         """The model's answer to ``user`` as a validated ``schema`` instance.
 
+        ``max_tokens``: the completion cap of this question (the settings' ``max_tokens``,
+        when set, wins); ``time_limit``: seconds for the whole question, repairs and retries
+        included (no request starts after it, and each waits at most what is left).
         Raises LLMUnavailable (one-line ``reason``) when none can be had."""
+        cap = self.settings.max_tokens if self.settings.max_tokens is not None else max_tokens
+        limit = _Limit(time_limit)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": f"{system.rstrip()}\n\n{schema_prompt(schema)}"},
             {"role": "user", "content": user}]
         counter = [0]  # HTTP calls made by this ask
         error = ""
         for _ in range(self.settings.repair_rounds + 1):
-            text, rec, refused = self._request(role, messages, schema, counter)
+            text, rec, refused = self._request(role, messages, schema, counter, cap, limit)
             try:
                 if refused:
                     raise AnswerError(f"the model refused: {_one_line(text)}")
@@ -387,7 +271,7 @@ class LLMClient:
                 error = str(e)
                 self._record(rec, parsed_ok=False, error=error)
                 messages = [*messages, {"role": "assistant", "content": text},
-                            {"role": "user", "content": _repair_prompt(error)}]
+                            {"role": "user", "content": repair_prompt(error)}]
                 continue
             self._record(rec, parsed_ok=True, error=None)
             return answer
@@ -403,12 +287,18 @@ class LLMClient:
     # -- one request with retries -------------------------------------------------------------
 
     def _request(self, role: str, messages: list[dict[str, Any]], schema: type[BaseModel],
-                 counter: list[int]) -> tuple[str, dict[str, Any], bool]:
+                 counter: list[int], cap: int | None = None, limit: _Limit | None = None
+                 ) -> tuple[str, dict[str, Any], bool]:
         """One answer's text (retrying transient failures), its record fields so far, and
         whether it is a refusal."""
         s = self.settings
+        limit = limit or _Limit(None)
         retries = 0
         while True:
+            timeout = limit.timeout(s.timeout_s)
+            if timeout <= 0:
+                raise LLMUnavailable(f"{role}: no usable answer within its {limit.total:.0f} s "
+                                     "share of the time box")
             left = self.budget.left()
             if left is not None and left <= 0:
                 raise LLMUnavailable(f"{role}: the token budget of {self.budget.total} tokens "
@@ -420,7 +310,7 @@ class LLMClient:
             t0 = time.monotonic()
             fmt = self._format
             try:
-                text, pt, ct, refused = self._call(messages, schema, fmt)
+                text, pt, ct, refused = self._call(messages, schema, fmt, cap, timeout)
             except _Transient as e:
                 rec.update(latency_s=time.monotonic() - t0, response=None, prompt_tokens=0,
                            completion_tokens=0)
@@ -428,7 +318,7 @@ class LLMClient:
                 if retries >= s.max_retries:
                     raise LLMUnavailable(f"{role}: the model server at {s.base_url} failed "
                                          f"{retries + 1} time(s): {e}") from None
-                time.sleep(self._delay(retries, e.wait))
+                time.sleep(min(self._delay(retries, e.wait), max(0.0, limit.left())))
                 retries += 1
                 continue
             except LLMUnavailable as e:
@@ -466,7 +356,8 @@ class LLMClient:
         return self._api
 
     def _call(self, messages: list[dict[str, Any]], schema: type[BaseModel],
-              fmt: str) -> tuple[str, int, int, bool]:
+              fmt: str, cap: int | None = None, timeout: float | None = None
+              ) -> tuple[str, int, int, bool]:
         """One HTTP call: (answer text, prompt tokens, completion tokens, refused). Raises
         _Transient (worth a retry) or LLMUnavailable (not)."""
         api = self._client()
@@ -477,17 +368,18 @@ class LLMClient:
                               "temperature": s.temperature}
         if s.seed is not None:
             kw["seed"] = s.seed
-        if s.max_tokens is not None:
-            kw["max_tokens"] = s.max_tokens
+        if cap is not None:
+            kw["max_tokens"] = cap
+        wait = s.timeout_s if timeout is None else timeout
         if fmt == "json_object":
             kw["response_format"] = {"type": "json_object"}
         elif fmt == "json_schema":
             kw["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": schema.__name__, "schema": schema.model_json_schema()}}
         try:
-            resp = api.chat.completions.create(**kw)
+            resp = api.chat.completions.create(**kw, timeout=wait)
         except openai.APITimeoutError:
-            raise _Transient(f"no answer within {s.timeout_s:g} s") from None
+            raise _Transient(f"no answer within {round(wait, 1):g} s") from None
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e.__context__
             raise _Transient(f"connection failed ({_one_line(cause or e)})") from None
@@ -563,42 +455,3 @@ def _retry_after(headers: Any) -> float | None:
 def _one_line(x: object) -> str:
     s = " ".join(str(x).split())
     return s[:300] + ("..." if len(s) > 300 else "")
-
-
-class ReplayClient:
-    """Answers ``ask`` from stored CallRecords, in order per role, with no server.
-
-    The records of one role are split into questions at ``attempt == 1``; each ``ask`` takes
-    the next question and returns its last answer that passed the schema (parsed again with the
-    given schema), or raises LLMUnavailable as the live call did. ``mismatches`` lists roles
-    whose prompt differs from the recorded one (the sprint is not replaying the same questions).
-    """
-
-    def __init__(self, records: Sequence[CallRecord | Mapping[str, Any]]) -> None:
-        recs = [r if isinstance(r, CallRecord) else CallRecord.from_dict(r) for r in records]
-        self._questions: dict[str, deque[list[CallRecord]]] = {}
-        for r in recs:
-            q = self._questions.setdefault(r.role, deque())
-            if r.attempt <= 1 or not q:
-                q.append([r])
-            else:
-                q[-1].append(r)
-        self.model = recs[0].model if recs else "replay"
-        self.mismatches: list[str] = []
-
-    def ask(self, role: str, system: str, user: str, schema: type[M]) -> M:
-        q = self._questions.get(role)
-        if not q:
-            raise LLMUnavailable(f"{role}: the recording has no more answers for this role")
-        group = q.popleft()
-        first = group[0].messages
-        if len(first) >= 2 and first[1].get("content") != user:
-            self.mismatches.append(role)
-        for rec in reversed(group):
-            if rec.parsed_ok and rec.response is not None:
-                try:
-                    return parse_answer(rec.response, schema)
-                except AnswerError as e:
-                    raise LLMUnavailable(f"{role}: the recorded answer no longer fits the "
-                                         f"schema: {e}") from None
-        raise LLMUnavailable(f"{role}: (recorded) {group[-1].error or 'no valid answer'}")

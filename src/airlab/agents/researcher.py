@@ -26,20 +26,14 @@ How it chooses (no LLM):
   process that is gone (a crashed sprint) is resumed with the same options, so the restarted
   sprint plans the same runs; a running trial of a live process is left to it.
 
-Novelty (:func:`check_novelty`): a stored experiment with the identical resolved configs (the
-same run keys) for the proposed arm; the nearest knowledge-base ideas by text; and "a known
-technique under a new name" when the text is at least :func:`novelty_calibration`'s threshold
-similar to an idea of another name (the threshold is calibrated on the ideas' aliases).
+Novelty: ``agents.novelty`` (the duplicate check and "a known technique under a new name");
+tuning: ``agents.tuning`` (one Optuna study per idea).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import socket
-import time
-import warnings
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,13 +42,14 @@ from airlab.agents.knowledge import (
     AREAS,
     Idea,
     Prediction,
-    SearchDim,
     filter_ideas,
     idea_spec,
     load_ideas,
     search_space,
     similar_ideas,
 )
+from airlab.agents.novelty import Novelty, check_novelty
+from airlab.agents.tuning import Tuner
 from airlab.errors import AirlabError, did_you_mean
 
 if TYPE_CHECKING:
@@ -87,34 +82,10 @@ QUALITY = {"val_loss": -LOSS_PER_NAT, "train_loss": -LOSS_PER_NAT,
            "val_bpc": -LOSS_PER_NAT * math.log(2), "val_acc": LOSS_PER_NAT}
 TOPIC_KEEP = 0.6  # --topic keeps ideas at least this share of the best match's similarity
 TOPIC_MIN, TOPIC_MAX = 3, 8  # ... and at least / at most this many
-MAX_BASE_SKIPS = 5  # suggestions equal to the base told ratio 1 before one is run anyway
-STARTUP_TRIALS = 4  # TPE samples at random until an idea has this many finished trials
-FOREIGN_STALE_S = 6 * 3600  # a running trial of another host is abandoned after this long
-OWNER_ATTR = "airlab_owner"
 
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass(frozen=True)
-class Novelty:
-    """How new a proposal is: a stored duplicate, the nearest ideas, a known technique."""
-
-    duplicate_of: str | None  # experiment with the identical resolved configs for the arm
-    similar: list[tuple[str, float]]  # nearest knowledge-base ideas by text, best first
-    known_as: str | None  # a known idea this text describes under another name
-    novel: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"duplicate_of": self.duplicate_of,
-                "similar": [[n, round(float(s), 4)] for n, s in self.similar],
-                "known_as": self.known_as, "novel": self.novel}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Novelty:
-        return cls(d.get("duplicate_of"), [(str(n), float(s)) for n, s in d.get("similar", [])],
-                   d.get("known_as"), bool(d.get("novel")))
 
 
 @dataclass(frozen=True)
@@ -251,118 +222,6 @@ def _observed_gain(idea: Idea, st: IdeaStatus | None) -> tuple[float | None, int
 
 
 # ---------------------------------------------------------------------------------------------
-# Novelty
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The "known technique under a new name" threshold and how it was chosen."""
-
-    threshold: float
-    balanced_accuracy: float
-    positives: int
-    method: str
-
-
-_CALIBRATIONS: dict[str, Calibration] = {}
-
-
-def novelty_calibration(ideas: Mapping[str, Idea] | None = None) -> Calibration:
-    """Calibrate the similarity above which a text is a known idea under a new name.
-
-    For every alias of every idea, the query is the alias followed by the idea's
-    ``why_it_might_not`` (a description of the technique in words that are not part of the
-    indexed text, under another of its names). Its similarity to its own idea is a positive;
-    its best similarity to any *other* idea is a negative (what a merely related idea scores).
-    The threshold is the value with the best balanced accuracy over both (the highest of
-    equals). Computed once per knowledge base and process.
-    """
-    ideas = load_ideas() if ideas is None else ideas
-    key = hashlib.sha256(repr(sorted((n, i.text(), i.why_it_might_not)
-                                     for n, i in ideas.items())).encode()).hexdigest()
-    if key not in _CALIBRATIONS:
-        _CALIBRATIONS[key] = _calibration(ideas)
-    return _CALIBRATIONS[key]
-
-
-def _calibration(ideas: Mapping[str, Idea]) -> Calibration:
-    pos: list[float] = []
-    neg: list[float] = []
-    for name in sorted(ideas):
-        idea = ideas[name]
-        for alias in idea.aliases:
-            sims = dict(similar_ideas(f"{alias}. {idea.why_it_might_not}", k=len(ideas),
-                                      ideas=ideas))
-            pos.append(sims.pop(name, 0.0))
-            if sims:
-                neg.append(max(sims.values()))
-    method = ("alias + why_it_might_not queries: similarity to their own idea (positive) vs "
-              "best other idea (negative); threshold of best balanced accuracy")
-    if not pos or not neg:  # a knowledge base without aliases: a conservative default
-        return Calibration(0.35, math.nan, len(pos), "default (no aliases to calibrate on)")
-    best = (-1.0, 0.0)
-    for t in sorted(set(pos) | set(neg)):
-        acc = 0.5 * (sum(p >= t for p in pos) / len(pos) + sum(n < t for n in neg) / len(neg))
-        if acc >= best[0]:
-            best = (acc, t)
-    return Calibration(round(best[1], 4), round(best[0], 4), len(pos), method)
-
-
-def find_duplicate(store: Store, spec: ExperimentSpec, arm: str,
-                   settings: Settings | None = None) -> str | None:
-    """The oldest stored experiment holding a run with every resolved config (run key) that
-    ``arm`` of ``spec`` would run, or None. Run keys hash the whole config, seed included, so
-    only the same settings at the same seeds match (the arm's name does not matter)."""
-    from sqlalchemy import select
-
-    from airlab.plan import plan_runs
-    from airlab.store.tables import experiments, runs
-
-    if arm not in {a.name for a in spec.all_arms}:
-        raise AirlabError(f"spec '{spec.name}' has no arm '{arm}'",
-                          did_you_mean(arm, [a.name for a in spec.all_arms]))
-    keys = {p.run_key for p in plan_runs(spec, settings) if p.arm == arm}
-    if not keys:
-        return None
-    q = (select(experiments.c.name, experiments.c.created_at, runs.c.run_key)
-         .join(experiments, experiments.c.id == runs.c.experiment_id)
-         .where(runs.c.run_key.in_(sorted(keys))))
-    with store.reading() as c:
-        rows = c.execute(q).all()
-    have: dict[str, set[str]] = {}
-    when: dict[str, float] = {}
-    for r in rows:
-        have.setdefault(r.name, set()).add(r.run_key)
-        when[r.name] = r.created_at
-    full = sorted((when[n], n) for n, k in have.items() if k >= keys)
-    return full[0][1] if full else None
-
-
-def check_novelty(store: Store, settings: Settings | None, *, text: str,
-                  spec: ExperimentSpec | None = None, arm: str | None = None,
-                  ideas: Mapping[str, Idea] | None = None) -> Novelty:
-    """Is a proposal new? ``text`` describes it; ``spec`` and ``arm`` (default: the spec's first
-    arm) are what it would run, checked against the store's runs; ``arm`` also names it, so a
-    text nearest its own idea is not "another name".
-
-    ``known_as`` is the most similar idea when its similarity reaches the calibrated threshold
-    (:func:`novelty_calibration`) and its name is not ``arm``. ``similar`` leaves ``arm`` out.
-    """
-    ideas = load_ideas() if ideas is None else ideas
-    duplicate = None
-    if spec is not None:
-        if arm is None and not spec.arms:
-            raise AirlabError(f"spec '{spec.name}' has no arm to check", "add an arm or name one")
-        name = arm if arm is not None else spec.arms[0].name
-        duplicate = find_duplicate(store, spec, name, settings)
-    sims = similar_ideas(text, k=6, ideas=ideas)
-    similar = [(n, round(s, 4)) for n, s in sims if n != arm][:5]
-    cal = novelty_calibration(ideas)
-    known = sims[0][0] if sims and sims[0][1] >= cal.threshold and sims[0][0] != arm else None
-    return Novelty(duplicate, similar, known, duplicate is None and known is None)
-
-
-# ---------------------------------------------------------------------------------------------
 # Scope
 
 
@@ -412,15 +271,8 @@ def _status(statuses: Mapping[str, IdeaStatus], name: str) -> str:
 # The Researcher
 
 
-def _mix(*parts: Any) -> int:
-    """A stable 32-bit seed from parts (Python's hash() changes between processes; Optuna's
-    samplers take seeds below 2**32)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
-def study_name(idea: str) -> str:
-    return f"airlab.idea.{idea}"
 
 
 class Researcher:
@@ -434,7 +286,7 @@ class Researcher:
         self.settings = settings
         self.seed = seed
         self.ideas: Mapping[str, Idea] = load_ideas() if ideas is None else ideas
-        self._storage: Any = None
+        self.tuner = Tuner(store, settings, seed=seed, ideas=self.ideas)
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -491,7 +343,7 @@ class Researcher:
             else:  # all of them are stored: the best one is chosen, and said to be a repeat
                 chosen_name, skipped = ranked[0], []
         picked = _three(ranked, chosen_name, self.ideas)
-        options, trial, resumed, tuned_note = self._tune(chosen_name, recheck, is_base)
+        options, trial, resumed, tuned_note = self.tuner.tune(chosen_name, recheck, is_base)
         cands = []
         for n in picked:
             nov = novelty.get(n) if n != chosen_name or not options else None
@@ -583,132 +435,9 @@ class Researcher:
         parts.append(tuned)
         return ". ".join(p[0].upper() + p[1:] for p in parts if p) + "."
 
-    # -- tuning ----------------------------------------------------------------------------------
-
-    def _study(self, name: str, seed: int | None = None) -> Any:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        if self._storage is None:
-            url = getattr(self.store, "url", None) or (self.settings.db_url if self.settings
-                                                       else None)
-            if not url:
-                raise AirlabError("the Researcher needs the lab's database URL to keep its "
-                                  "Optuna trials", "pass a Store opened on a URL")
-            kwargs: dict[str, Any] = {}
-            if url.startswith("sqlite"):
-                kwargs = {"connect_args": {"timeout": 30}}  # wait for the store's writers
-            try:
-                self._storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            except Exception as e:  # noqa: BLE001 - any database error is one user message
-                raise AirlabError(f"cannot keep Optuna trials in '{_safe(url)}': "
-                                  f"{str(e).splitlines()[0]}",
-                                  "check the database is writable") from None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS,
-                                                 constant_liar=True)
-        return optuna.create_study(study_name=study_name(name), storage=self._storage,
-                                   direction="maximize", sampler=sampler, load_if_exists=True)
-
-    def _tune(self, name: str, recheck: bool,
-              is_base: Callable[[str, Mapping[str, Any]], bool] | None = None
-              ) -> tuple[dict[str, Any], int | None, bool, str]:
-        """Options for the idea's arm: (options, trial number, resumed, a sentence)."""
-        space = search_space(self.ideas[name])
-        if not space:
-            return {}, None, False, "nothing to tune: the idea declares no search ranges"
-        if getattr(self.store, "readonly", False):
-            return {}, None, False, "not tuned: the store is read-only"
-        from optuna.trial import TrialState
-
-        study = self._study(name)
-        trials = study.get_trials(deepcopy=False)
-        me = _owner()
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        stale = [t for t in running if _abandoned(t, me)]
-        resumable = [t for t in stale if set(t.params) == set(space)]
-        for t in stale:
-            if not resumable or t is not resumable[0]:
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        if resumable:
-            t = resumable[0]
-            _set_owner(study, t, me)
-            return (dict(t.params), t.number, True,
-                    f"resumed Optuna trial {t.number} of {study_name(name)} (left running, never "
-                    f"told a result) with the same options {_show(t.params)}")
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        how = "sampled by TPE (seeded) inside the declared ranges"
-        if recheck and done:
-            best = max(done, key=lambda t: t.value if t.value is not None else -math.inf)
-            study.enqueue_trial(dict(best.params))
-            how = f"the best trial so far (#{best.number}, ratio {best.value:.3g}) again"
-        elif not trials:
-            first = self._declared(name, space)
-            if first:
-                study.enqueue_trial(first)
-                how = "the idea's declared values (the first trial tests it as written)"
-        skipped = 0
-        while True:
-            # Reseeded per trial: the same seed and store give the same suggestion, and each
-            # new trial of a study gets a fresh stream rather than the first trial's values.
-            study = self._study(name, seed=_mix(self.seed, name, len(trials) + skipped))
-            trial = study.ask()
-            options = {opt: dim.suggest(trial, opt) for opt, dim in sorted(space.items())}
-            if is_base is None or recheck or skipped >= MAX_BASE_SKIPS \
-                    or not is_base(name, options):
-                break
-            trial.set_user_attr("airlab_note", "the configuration tested against: ratio 1")
-            study.tell(trial, 1.0)
-            skipped += 1
-        if skipped:
-            how += (f"; {skipped} suggestion(s) equal to the configuration it is tested against "
-                    f"were told ratio 1 and not run")
-        trial.set_user_attr(OWNER_ATTR, me)
-        trial.set_user_attr("airlab_seed", self.seed)
-        trial.set_user_attr("airlab_started", time.time())
-        return (options, trial.number, False,
-                f"Optuna trial {trial.number} of {study_name(name)}: {_show(options)}, {how}")
-
-    def _declared(self, name: str, space: Mapping[str, SearchDim]) -> dict[str, Any]:
-        """The arm's values of the searched options as the idea declares them, where inside
-        the ranges (an option the idea leaves at its default is read from the resolved run)."""
-        from airlab.plan import resolve
-
-        idea = self.ideas[name]
-        spec = idea_spec(idea)
-        arm = idea.arm
-        try:
-            cfg = resolve(workload=spec.workload, preset=spec.preset, dataset=spec.dataset,
-                          budget=spec.budget, seed=spec.seeds[0], use=arm.use,
-                          options={**spec.options, **arm.options}, settings=self.settings)
-        except AirlabError:
-            return {}
-        from airlab.run.workloads import get_workload
-
-        model = {**get_workload(cfg.workload).model_defaults(cfg.preset), **cfg.model}
-        out: dict[str, Any] = {}
-        for opt, dim in space.items():
-            v: Any = arm.options.get(opt)
-            if v is None:
-                v = cfg.options.get(opt, getattr(cfg, opt, model.get(opt)))
-            if v is not None and _inside(dim, v):
-                out[opt] = int(v) if dim.is_int else v
-        return out if len(out) == len(space) else {}
-
     def tell(self, proposal: Proposal, value: float | None) -> None:
-        """Report the sprint's outcome for the proposal's trial: the arm's time-to-target ratio
-        (higher is better), or None when the sprint failed (the trial is marked FAIL). Telling
-        a trial that is already finished changes nothing."""
-        if proposal.trial is None:
-            return
-        from optuna.trial import TrialState
-
-        study = self._study(proposal.chosen.idea)
-        if value is None or not math.isfinite(float(value)):
-            study.tell(proposal.trial, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            study.tell(proposal.trial, float(value), skip_if_finished=True)
+        """The sprint's outcome back to the proposal's Optuna trial (``Tuner.tell``)."""
+        self.tuner.tell(proposal.chosen.idea, proposal.trial, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,54 +466,12 @@ def _three(ranked: list[str], chosen: str, ideas: Mapping[str, Idea]) -> list[st
     return picked
 
 
-def _inside(dim: SearchDim, v: Any) -> bool:
-    if dim.choices is not None:
-        return any(v == c for c in dim.choices)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    if dim.is_int and float(v) != int(v):
-        return False
-    return float(dim.low) <= float(v) <= float(dim.high)  # type: ignore[arg-type]
 
 
-def _owner() -> str:
-    from airlab.store import owner_id
-
-    return owner_id()
 
 
-def _abandoned(trial: Any, me: str) -> bool:
-    """A running trial is abandoned when its process is gone (or is this one: a sprint of this
-    process that never told its result); another host's trial only after a long time."""
-    from airlab.store.store import _alive, _owner_host_pid
-
-    owner = trial.user_attrs.get(OWNER_ATTR)
-    if not owner:
-        return True  # the process stopped between asking and recording itself
-    if owner == me:
-        return True
-    host, pid = _owner_host_pid(owner)
-    if host == socket.gethostname():
-        return pid is None or not _alive(pid)
-    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return time.time() - started > FOREIGN_STALE_S
 
 
-def _set_owner(study: Any, trial: Any, owner: str) -> None:
-    import optuna
-
-    optuna.trial.Trial(study, trial._trial_id).set_user_attr(OWNER_ATTR, owner)
 
 
-def _show(options: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in sorted(options.items()))
 
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for a message
-        return "<database>"

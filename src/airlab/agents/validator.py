@@ -10,10 +10,13 @@ declared target: the interval lies above 1 and every pair reached the target).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airlab.store.records import ArmResult, ValidationRecord
+
 if TYPE_CHECKING:
+    from airlab.agents.knowledge import Idea
     from airlab.analysis.compare import Analysis
     from airlab.store import Store
     from airlab.validate import Verdict
@@ -21,40 +24,6 @@ if TYPE_CHECKING:
 
 def _num(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
-
-
-@dataclass(frozen=True)
-class ArmResult:
-    arm: str
-    verdict: str  # the arm's label on the primary metric: better | worse | equivalent | ...
-    quality: str  # the quality metric's label
-    improved: bool  # the rubric counts it as an improvement
-    ratio: float | None  # time-to-target (train seconds), baseline / arm: > 1 is faster
-    ci_low: float | None
-    ci_high: float | None
-    reached: int
-    n: int
-    value: float | None  # mean of the primary metric
-    wins: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Validation:
-    experiment: str
-    rating: int
-    band: str
-    critique: list[str]
-    arms: dict[str, ArmResult]
-    prediction: dict[str, Any] | None  # the scored prediction (status.score_experiment)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["arms"] = {k: v.to_dict() for k, v in self.arms.items()}
-        return d
 
 
 def arm_wins(improved: bool, ratio: float | None, ci_low: float | None, quality: str,
@@ -104,9 +73,11 @@ class Validator:
         self.store = store
 
     def validate(self, name: str, analysis: Analysis | None = None,
-                 verdict: Verdict | None = None) -> Validation:
-        """Rate (reusing the verdict the pipeline stored), read each arm's result, and score
-        the idea's prediction when the experiment tests an idea."""
+                 verdict: Verdict | None = None, ideas: Mapping[str, Idea] | None = None
+                 ) -> ValidationRecord:
+        """Rate, read each arm's result, and score the idea's prediction when the experiment
+        tests an idea (``ideas``: where to find it; default the knowledge base). ``analysis``
+        and ``verdict``: what the pipeline already computed (passed on, not recomputed)."""
         from airlab.agents.status import score_experiment
         from airlab.analysis.compare import analyze
         from airlab.experiment import rate_experiment
@@ -115,9 +86,9 @@ class Validator:
         v = verdict if verdict is not None else rate_experiment(self.store, name, analysis=a)
         notes: list[str] = []
         try:
-            scored = score_experiment(self.store, name, a)
+            scored = score_experiment(self.store, name, a, ideas=ideas)
         except Exception as e:  # noqa: BLE001 - a scoring problem must not lose the verdict
             scored = None
             notes.append(f"prediction not scored: {type(e).__name__}: {e}")
-        return Validation(name, v.rating, v.band, list(v.critique), arm_results(a), scored,
-                          notes)
+        return ValidationRecord(name, v.rating, v.band, list(v.critique), arm_results(a),
+                                scored, notes)

@@ -20,6 +20,7 @@ import typer
 from airlab.cli import calibrate as calibrate_group
 from airlab.cli import catalog, results
 from airlab.cli import ideas as ideas_group
+from airlab.cli import llm as llm_group
 from airlab.cli import run as run_group
 from airlab.cli import team as team_group
 from airlab.cli import worker as worker_group
@@ -71,6 +72,7 @@ _COMMANDS += [(team_group.sprint, {}), (team_group.auto, {}), (team_group.leader
 for _fn, _kw in _COMMANDS:
     app.command(help=_flow(_fn.__doc__), **_kw)(_fn)
 app.add_typer(ideas_group.app, name="ideas")  # a group: `ideas` lists, `ideas show NAME`
+app.add_typer(llm_group.app, name="llm")  # `llm check`: one tiny request per role
 app.add_typer(catalog.techniques_app, name="techniques")  # lists; `techniques check FILE`
 
 

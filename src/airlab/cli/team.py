@@ -1,7 +1,7 @@
 """The research team's commands: `sprint` (one cycle), `auto` (the loop), `leaderboard`.
 
-Thin wrappers over airlab.agents.team; each phase prints one line as it ends, the runs show
-the same progress bars as `airlab run`.
+Thin wrappers over airlab.agents.team (a sprint) and airlab.agents.loop (`auto`); each phase
+prints one line as it ends, the runs show the same progress bars as `airlab run`.
 """
 
 from __future__ import annotations
@@ -56,20 +56,37 @@ def _sprint_ref(ref: str) -> tuple[str, int]:
     return session or SPRINT_SESSION, n
 
 
-def _llm(flag: bool | None, max_tokens: int | None) -> Any:
-    """The language model the team asks (``AIRLAB_LLM_*``), or None for the offline team.
-    ``--llm`` requires one; ``--no-llm`` ignores it; unset uses it when it is configured."""
+def _llm(flag: bool | None, budget: int | None, **overrides: Any) -> Any:
+    """The language model the team asks (``AIRLAB_LLM_*``, the ``--llm-*`` flags over them), or
+    None for the offline team. ``--llm`` requires one; ``--no-llm`` ignores it; unset uses it
+    when it is configured."""
     if flag is False:
         return None
     from airlab.agents.llm import LLMClient, LLMSettings, TokenBudget
 
-    s = LLMSettings.from_env()
+    s = LLMSettings.from_env(**overrides)
     if s is None:
         if flag:
             raise AirlabError("--llm: no language model is configured",
                               "set AIRLAB_LLM_BASE_URL and AIRLAB_LLM_MODEL (see docs/llm.md)")
         return None
-    return LLMClient(s, budget=TokenBudget(max_tokens))
+    return LLMClient(s, budget=TokenBudget(budget))
+
+
+def _tuning(temperature: float | None, fmt: str | None, cap: int | None,
+            timeout: float | None) -> dict[str, Any]:
+    return {"temperature": temperature, "response_format": fmt, "max_tokens": cap,
+            "timeout_s": timeout}
+
+
+TEMPERATURE = typer.Option(None, "--llm-temperature", help="The model's sampling temperature "
+                           "(AIRLAB_LLM_TEMPERATURE; default 0.2).")
+FORMAT = typer.Option(None, "--llm-format", help="JSON mode asked first: json_schema, "
+                      "json_object or none (AIRLAB_LLM_RESPONSE_FORMAT).")
+CAP = typer.Option(None, "--llm-cap", help="Completion cap for every role, in tokens "
+                   "(AIRLAB_LLM_MAX_TOKENS; default: each role's own, sized to its schema).")
+TIMEOUT = typer.Option(None, "--llm-timeout", help="Seconds to wait for one answer "
+                       "(AIRLAB_LLM_TIMEOUT; default 60; a role's share of the box bounds it).")
 
 
 def _close(llm: Any) -> None:
@@ -106,6 +123,10 @@ def sprint(
     replay: str = typer.Option(None, "--replay", help="Reproduce sprint ID (its row id or "
                                "SESSION:NUMBER) from its stored model answers, with no server, "
                                "as a new sprint of session 'replay'."),
+    llm_temperature: float = TEMPERATURE,
+    llm_format: str = FORMAT,
+    llm_cap: int = CAP,
+    llm_timeout: float = TIMEOUT,
 ) -> None:
     """One research sprint: ideas -> design -> implementation -> runs -> validation -> post,
     inside a time box, with the team's reasoning written beside the experiment's post."""
@@ -117,7 +138,8 @@ def sprint(
         return
     s = settings()
     store = open_store()
-    model = None if replay else _llm(llm, max_tokens)
+    model = None if replay else _llm(llm, max_tokens, **_tuning(
+        llm_temperature, llm_format, llm_cap, llm_timeout))
     if idea is not None or area is not None:
         _check_idea_args(idea, area, coder=model is not None)
     if replay:
@@ -152,27 +174,28 @@ def sprint(
 
 def _replay(store: Any, s: Any, ref: str, workers: int) -> None:
     """``airlab sprint --replay ID``: the sprint again from its stored answers."""
-    from airlab.agents.llm_roles import compare_sprints, find_sprint, replay_backend
+    from airlab.agents.replay import compare_sprints, find_sprint, replay_backend
     from airlab.agents.team import Team
 
     row = find_sprint(store, ref)
-    rec0 = dict(row["record"] or {})
-    if row["kind"] != "explore":
-        raise AirlabError(f"--replay: sprint {row['session']}:{row['number']} is a "
-                          f"{row['kind']} sprint", "replay an explore sprint")
+    rec0 = row.record
+    if row.kind != "explore":
+        raise AirlabError(f"--replay: sprint {row.key} is a {row.kind} sprint",
+                          "replay an explore sprint")
     backend = replay_backend(store, row)
-    team0 = (rec0.get("llm") or {}).get("team") or {}
-    spec0 = rec0.get("spec") or {}
+    team0 = rec0.llm.team if rec0.llm is not None else {}
+    spec0 = rec0.spec
+    q = rec0.request
     t0 = time.perf_counter()
     with executor(workers, None, None) as ex:
         team = Team(store, s, ex, seed=int(team0.get("seed", 0)), workers=workers,
                     reporter=_PhaseReporter(), options=team0.get("options") or {}, llm=backend)
         # The original's seeds and budget (the Architect sizes them from the store, which has
         # grown since), so that the spec is the original's.
-        out = team.sprint(session="replay", minutes=float(rec0.get("minutes") or 15),
-                          idea=rec0.get("idea"), area=rec0.get("area"), topic=rec0.get("topic"),
-                          tokens=(spec0.get("budget") or {}).get("tokens"),
-                          seeds=spec0.get("seeds"))
+        out = team.sprint(session="replay", minutes=q.minutes, idea=q.idea, area=q.area,
+                          topic=q.topic,
+                          tokens=spec0.budget.get("tokens") if spec0 is not None else None,
+                          seeds=spec0.seeds if spec0 is not None else None)
     if out.status == "failed":
         raise AirlabError(f"replay {out.session}:{out.number} failed: {out.reason}",
                           "see `airlab sprint --list`")
@@ -208,15 +231,14 @@ def _check_idea_args(idea: str | None, area: str | None, coder: bool = False) ->
                           did_you_mean(area, areas) or f"one of {', '.join(areas)}")
 
 
-def _list_sprints(rows: list[dict[str, Any]]) -> None:
+def _list_sprints(rows: list[Any]) -> None:
     t = Table(title="sprints")
     for c in ("sprint", "kind", "idea", "phase", "status", "rating", "experiment"):
         t.add_column(c)
     for r in rows:
-        rating = ((r["record"] or {}).get("validation") or {}).get("rating")
-        t.add_row(f"{r['session']}:{r['number']}", r["kind"], r.get("idea") or "",
-                  r["phase"], r["status"], "" if rating is None else str(rating),
-                  r.get("experiment") or "")
+        val = r.record.validation
+        t.add_row(r.key, r.kind, r.idea or "", r.phase, r.status,
+                  "" if val is None else str(val.rating), r.experiment or "")
     console.print(t)
 
 
@@ -239,11 +261,16 @@ def auto(
                              "AIRLAB_LLM_BASE_URL / AIRLAB_LLM_MODEL (default: when set)."),
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Tokens the model may "
                                    "spend in this run of the session; then offline."),
+    llm_temperature: float = TEMPERATURE,
+    llm_format: str = FORMAT,
+    llm_cap: int = CAP,
+    llm_timeout: float = TIMEOUT,
 ) -> None:
     """The autonomous loop: sprint after sprint; winners are stacked (each part ablated out)
     and a recipe is kept as the best only after it holds on fresh seeds. Killed and started
     again with the same --session, it continues with no run lost or run twice."""
-    from airlab.agents.team import Team, run_auto
+    from airlab.agents.loop import run_auto
+    from airlab.agents.team import Team
     from airlab.spec import slug
 
     if sprints is None and hours is None:
@@ -254,7 +281,7 @@ def auto(
                           f"e.g. --session {slug(session, 60)}")
     s = settings()
     store = open_store()
-    model = _llm(llm, max_tokens)
+    model = _llm(llm, max_tokens, **_tuning(llm_temperature, llm_format, llm_cap, llm_timeout))
     t0 = time.perf_counter()
     try:
         with executor(workers, None, None) as ex:
@@ -279,9 +306,12 @@ def _ratio(d: dict[str, Any]) -> str:
 
 
 def _print_leaderboard(store: Any, session: str | None, as_json: bool = False) -> None:
-    from airlab.agents.team import leaderboard as board
+    from airlab.agents.loop import leaderboard as board
 
-    rows = board(store, session)
+    rows: list[dict[str, Any]] = [{"session": r.session, "recipe": r.name, "status": r.status,
+             "use": list(r.recipe.use), "options": dict(r.recipe.options),
+             "selection": r.selection, "confirmation": r.confirmation}
+            for r in board(store, session)]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return

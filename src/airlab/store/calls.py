@@ -1,20 +1,21 @@
 """Stored model calls: every request the LLM team made, with what came back and what it cost.
 
-One row per HTTP call (``airlab.agents.llm.CallRecord``) in the ``llm_calls`` table, tagged with
+One row per HTTP call (:class:`CallRecord`) in the ``llm_calls`` table, tagged with
 the ``session`` (an ``auto`` session, or the sprint alone) and the ``sprint`` it belongs to, so
 ``airlab sprint --replay ID`` can answer the same questions from the stored answers with no
 server, and a post can say which model answered and how many tokens it took.
 
 The table shares ``tables.metadata`` (a Store opened writable after this module is imported
 creates it with the others) and is also created on first use, so a database made before it
-existed gains it when the first call is stored. Records arrive as a ``CallRecord`` (anything
-with ``to_dict()``) or its dict: the conversion lives on ``CallRecord`` alone. Like
+existed gains it when the first call is stored. The record type is the store's (the LLM
+client builds records, this module keeps them); ``save_call`` takes one or its dict. Like
 ``verdicts.py``, this module imports no ``Store`` at run time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -37,7 +38,6 @@ from sqlalchemy import (
 from airlab.store.tables import metadata
 
 if TYPE_CHECKING:
-    from airlab.agents.llm import CallRecord
     from airlab.store.store import Store
 
 llm_calls = Table(
@@ -61,6 +61,53 @@ llm_calls = Table(
     Index("ix_llm_calls_sprint", "sprint"),
     Index("ix_llm_calls_session", "session"),
 )
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One HTTP call to the model (or one that failed before an answer came).
+
+    ``attempt`` counts HTTP calls within one ``ask`` from 1 (retries and repair rounds both add
+    one), so a record with ``attempt == 1`` starts a new question: replay relies on it.
+    ``parsed_ok`` says the answer passed the schema; ``error`` is why not (HTTP failure, bad
+    JSON, schema errors, refusal). Token counts are the server's, or estimated at 4 characters
+    a token when the server sends no usage.
+    """
+
+    role: str
+    model: str
+    temperature: float
+    seed: int | None
+    messages: list[dict[str, Any]]
+    response: str | None
+    parsed_ok: bool
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempt: int
+    at: float  # unix time the call started
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (what ``airlab.store.calls`` stores)."""
+        d = asdict(self)
+        d["messages"] = [dict(m) for m in self.messages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
+        """From ``to_dict`` output or a stored row (extra keys such as ``id``, ``session``,
+        ``sprint`` are ignored)."""
+        seed = d.get("seed")
+        return cls(role=str(d["role"]), model=str(d["model"]),
+                   temperature=float(d["temperature"]),
+                   seed=None if seed is None else int(seed),
+                   messages=[dict(m) for m in (d.get("messages") or [])],
+                   response=d.get("response"), parsed_ok=bool(d["parsed_ok"]),
+                   error=d.get("error"), prompt_tokens=int(d.get("prompt_tokens") or 0),
+                   completion_tokens=int(d.get("completion_tokens") or 0),
+                   latency_s=float(d.get("latency_s") or 0.0), attempt=int(d["attempt"]),
+                   at=float(d.get("at") or 0.0))
+
 
 _RECORD_COLUMNS = tuple(c.name for c in llm_calls.columns if c.name not in
                         ("id", "session", "sprint"))

@@ -17,7 +17,8 @@ Like ``state.py``, this module imports no ``Store`` at run time; the tables join
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 
+from airlab.store.records import Part, SprintRecord
 from airlab.store.tables import metadata
 
 if TYPE_CHECKING:
@@ -118,29 +120,54 @@ def save_session_state(store: Store, name: str, state: Mapping[str, Any]) -> Non
 
 
 def list_sessions(store: Store) -> list[dict[str, Any]]:
-    if not store.has_table("team_sessions"):
-        return []
-    with store.reading() as c:
-        return [_row(r) for r in c.execute(select(team_sessions).order_by(team_sessions.c.id))]
+    return [_row(r) for r in _in_session(store, team_sessions, None)]
 
 
-def start_sprint(store: Store, session: str, number: int, *, kind: str,
-                 record: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SprintRow:
+    """One stored sprint: where it stands and its record."""
+
+    id: int
+    session: str
+    number: int
+    kind: str
+    idea: str | None
+    experiment: str | None
+    phase: str
+    status: str  # open | review | done | failed
+    record: SprintRecord
+    started_at: float
+    finished_at: float | None
+
+    @property
+    def key(self) -> str:
+        """SESSION:NUMBER, as `airlab sprint --list` shows it and stored model calls name it."""
+        return f"{self.session}:{self.number}"
+
+
+def _sprint(r: Any) -> SprintRow:
+    m = r._mapping
+    rec = SprintRecord.from_json(m["record"] or {}, kind=m["kind"], started=m["started_at"])
+    return SprintRow(m["id"], m["session"], m["number"], m["kind"], m["idea"], m["experiment"],
+                     m["phase"], m["status"], rec, m["started_at"], m["finished_at"])
+
+
+def start_sprint(store: Store, session: str, number: int, record: SprintRecord) -> SprintRow:
     """Insert sprint ``number`` of ``session`` (phase 'ideas'), or return the stored one."""
     with store.writing() as c:
         have = c.execute(select(sprints).where(sprints.c.session == session,
                                                sprints.c.number == number)).first()
         if have is None:
-            c.execute(insert(sprints).values(session=session, number=number, kind=kind,
-                                             phase="ideas", status="open", record=dict(record),
-                                             started_at=time.time()))
+            c.execute(insert(sprints).values(session=session, number=number,
+                                             kind=record.kind, phase="ideas", status="open",
+                                             record=record.to_json(), started_at=time.time()))
     got = get_sprint(store, session, number)
     assert got is not None
     return got
 
 
 def update_sprint(store: Store, sprint_id: int, *, phase: str | None = None,
-                  status: str | None = None, record: Mapping[str, Any] | None = None,
+                  status: str | None = None, record: SprintRecord | None = None,
                   idea: str | None = None, experiment: str | None = None) -> None:
     """Move a sprint on: its phase, status, record (replaced whole), idea and experiment."""
     values: dict[str, Any] = {}
@@ -153,7 +180,7 @@ def update_sprint(store: Store, sprint_id: int, *, phase: str | None = None,
         if status != "open":
             values["finished_at"] = time.time()
     if record is not None:
-        values["record"] = dict(record)
+        values["record"] = record.to_json()
     if idea is not None:
         values["idea"] = idea
     if experiment is not None:
@@ -163,24 +190,24 @@ def update_sprint(store: Store, sprint_id: int, *, phase: str | None = None,
             c.execute(update(sprints).where(sprints.c.id == sprint_id).values(**values))
 
 
-def get_sprint(store: Store, session: str, number: int) -> dict[str, Any] | None:
+def get_sprint(store: Store, session: str, number: int) -> SprintRow | None:
     if not store.has_table("sprints"):
         return None
     with store.reading() as c:
         r = c.execute(select(sprints).where(sprints.c.session == session,
                                             sprints.c.number == number)).first()
-    return None if r is None else _row(r)
+    return None if r is None else _sprint(r)
 
 
-def sprint_by_id(store: Store, sprint_id: int) -> dict[str, Any] | None:
+def sprint_by_id(store: Store, sprint_id: int) -> SprintRow | None:
     if not store.has_table("sprints"):
         return None
     with store.reading() as c:
         r = c.execute(select(sprints).where(sprints.c.id == sprint_id)).first()
-    return None if r is None else _row(r)
+    return None if r is None else _sprint(r)
 
 
-def _in_session(store: Store, table: Table, session: str | None) -> list[dict[str, Any]]:
+def _in_session(store: Store, table: Table, session: str | None) -> list[Any]:
     """The rows of ``table`` (of one session, or all), oldest first; none before it exists."""
     if not store.has_table(table.name):
         return []
@@ -188,18 +215,41 @@ def _in_session(store: Store, table: Table, session: str | None) -> list[dict[st
     if session is not None:
         q = q.where(table.c.session == session)
     with store.reading() as c:
-        return [_row(r) for r in c.execute(q)]
+        return list(c.execute(q))
 
 
-def list_sprints(store: Store, session: str | None = None) -> list[dict[str, Any]]:
-    return _in_session(store, sprints, session)
+def list_sprints(store: Store, session: str | None = None) -> list[SprintRow]:
+    return [_sprint(r) for r in _in_session(store, sprints, session)]
 
 
-def save_recipe(store: Store, session: str, name: str, *, recipe: Mapping[str, Any],
+def current_sprint(store: Store, session: str | None = None) -> SprintRow | None:
+    """The sprint a live view shows: the latest open one (its phase is the one in progress),
+    else the latest of all (of one session, or of every session). Reads only."""
+    rows = list_sprints(store, session)
+    live = [r for r in rows if r.status in ("open", "review")]
+    pick = live or rows
+    return pick[-1] if pick else None
+
+
+@dataclass(frozen=True)
+class RecipeRow:
+    """A recipe the loop built: its arm (a Part), the figures that selected it and those of its
+    confirmation on fresh seeds."""
+
+    session: str
+    name: str
+    status: str  # candidate | confirmed | rejected
+    recipe: Part
+    selection: dict[str, Any]
+    confirmation: dict[str, Any]
+    created_at: float
+
+
+def save_recipe(store: Store, session: str, name: str, *, recipe: Part,
                 selection: Mapping[str, Any], status: str = "candidate",
                 confirmation: Mapping[str, Any] | None = None) -> None:
     """Insert or replace the recipe ``name`` of ``session``."""
-    values = dict(recipe=dict(recipe), selection=dict(selection), status=status,
+    values = dict(recipe=recipe.to_json(), selection=dict(selection), status=status,
                   confirmation=None if confirmation is None else dict(confirmation))
     with store.writing() as c:
         have = c.execute(select(recipes.c.id).where(recipes.c.session == session,
@@ -211,8 +261,15 @@ def save_recipe(store: Store, session: str, name: str, *, recipe: Mapping[str, A
             c.execute(update(recipes).where(recipes.c.id == have.id).values(**values))
 
 
-def list_recipes(store: Store, session: str | None = None) -> list[dict[str, Any]]:
-    return _in_session(store, recipes, session)
+def list_recipes(store: Store, session: str | None = None) -> list[RecipeRow]:
+    """The recipes as the loop last wrote them (``agents.loop.write_recipes``), oldest first."""
+    out = []
+    for r in _in_session(store, recipes, session):
+        m = r._mapping
+        out.append(RecipeRow(m["session"], m["name"], m["status"], Part.from_json(m["recipe"]),
+                             dict(m["selection"] or {}), dict(m["confirmation"] or {}),
+                             m["created_at"]))
+    return out
 
 
 def clean_source(info: dict[str, Any]) -> bool:
@@ -282,3 +339,44 @@ def finished_values(store: Store, run_keys: list[str], metric: str) -> dict[str,
         if key not in out and value is not None:
             out[key] = float(value)
     return out
+
+
+def finished_run_keys(store: Store, run_keys: Sequence[str]) -> set[str]:
+    """Which of ``run_keys`` already have a finished run (in any experiment)."""
+    from airlab.store.tables import runs
+
+    if not run_keys:
+        return set()
+    with store.reading() as c:
+        return {r.run_key for r in c.execute(select(runs.c.run_key).where(
+            runs.c.state == "finished", runs.c.run_key.in_(sorted(set(run_keys)))))}
+
+
+def experiments_with_runs(store: Store, run_keys: Sequence[str]
+                          ) -> dict[str, tuple[float, set[str]]]:
+    """Experiment name -> (created at, which of ``run_keys`` it holds a run of, in any state)."""
+    from airlab.store.tables import experiments, runs
+
+    if not run_keys:
+        return {}
+    q = (select(experiments.c.name, experiments.c.created_at, runs.c.run_key)
+         .join(experiments, experiments.c.id == runs.c.experiment_id)
+         .where(runs.c.run_key.in_(sorted(set(run_keys)))))
+    out: dict[str, tuple[float, set[str]]] = {}
+    with store.reading() as c:
+        for name, created, key in c.execute(q):
+            out.setdefault(name, (created, set()))[1].add(key)
+    return out
+
+
+def owner_gone(owner: str) -> bool | None:
+    """Whether the process an owner id names (``store.owner_id``) has ended: True or False
+    for a process of this host, None for another host's (it cannot be asked from here)."""
+    import socket
+
+    from airlab.store.store import _alive, _owner_host_pid
+
+    host, pid = _owner_host_pid(owner)
+    if host != socket.gethostname():
+        return None
+    return pid is None or not _alive(pid)
