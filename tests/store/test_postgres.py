@@ -35,7 +35,7 @@ def _load(rel: str) -> ModuleType:
 
 def _contract() -> list[Callable[..., None]]:
     out = []
-    for rel in ("store/test_claims.py", "engine/test_store.py"):
+    for rel in ("store/test_claims.py", "engine/test_store.py", "store/test_live.py"):
         mod = _load(rel)
         for name, fn in sorted(vars(mod).items()):
             if name.startswith("test_") and "db_url" in inspect.signature(fn).parameters:
@@ -59,6 +59,7 @@ def test_contract_covers_claims_and_round_trip() -> None:
     names = {f.__name__ for f in CONTRACT}
     assert "test_processes_sharing_a_store_claim_every_run_exactly_once" in names
     assert "test_round_trip_and_atomic_finish" in names
+    assert "test_points_and_heartbeats_are_stored_while_a_run_goes" in names  # live data
     assert len(names) >= 7
 
 
