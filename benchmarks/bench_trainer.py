@@ -16,6 +16,13 @@
    after the last run (analysis, rating, artifacts) and the rest. Evaluation and start-up are
    nearly fixed per run and per experiment, so the share falls as runs grow: ``--run-tokens
    1e6`` measures 1M-token runs (~4 min). docs/performance.md has the figures.
+3. Live writes (``airlab.store.live``: evaluation points and heartbeats written while runs
+   train) = CPU seconds of the writer (its thread's CPU time while writing, plus the time spent
+   handing it events) / training seconds of the runs written about. Measured twice: in a third,
+   interleaved arm of the throughput runs (trainer with a LiveWriter on a real SQLite store, in
+   the training process itself, the worst case), where the tokens/s ratio with / without is
+   printed beside it; and in the experiment of 2 (the writer in the parent of the worker pool,
+   as `airlab run` has it). Target: < 1%.
 
     python benchmarks/bench_trainer.py [--tokens 5e4] [--repeats 5] [--quality 1e6]
         [--run-tokens 1.5e5]
@@ -94,16 +101,43 @@ def plain_loop(cfg: Any, settings: Any, *, evaluate: bool = False) -> dict[str, 
     return out
 
 
-def trainer_run(cfg: Any, settings: Any) -> dict[str, float]:
+def trainer_run(cfg: Any, settings: Any, on_event: Any = None) -> dict[str, float]:
     from airlab.run.trainer import train
 
-    r = train(cfg, settings=settings)
+    r = train(cfg, on_event, settings=settings)
     assert r.state == "finished", r.reason
-    return {"tokens_per_s": r.metrics["tokens_per_s"], "val_loss": r.metrics["val_loss"]}
+    return {"tokens_per_s": r.metrics["tokens_per_s"], "val_loss": r.metrics["val_loss"],
+            "train_seconds": r.metrics["train_seconds"]}
 
 
-def throughput(tokens: float, repeats: int, settings: Any) -> dict[str, Any]:
+class LiveRuns:
+    """The trainer with live writes on: every event goes to a LiveWriter on a real SQLite
+    store, as ``execute_claimed`` feeds it; in this process, the worst case (the writer's
+    thread shares the process, and its GIL, with the training loop)."""
+
+    def __init__(self, settings: Any) -> None:
+        from airlab.store import Store
+
+        self.store = Store(f"sqlite:///{settings.home}/live-bench.db")
+        eid = self.store.upsert_experiment("live-bench", {}, workload="charlm")
+        [row] = self.store.ensure_runs(eid, [("trainer", 0, "k", {})])
+        self.run_id, self.attempt, self.train_seconds = row["id"], 0, 0.0
+
+    def __call__(self, cfg: Any, settings: Any) -> dict[str, float]:
+        from airlab.store import LiveWriter
+
+        self.attempt += 1  # each repeat writes its points as a new attempt of one run
+        with LiveWriter(self.store) as w:
+            out = trainer_run(cfg, settings,
+                              lambda ev: w.event(self.run_id, self.attempt, ev))
+        self.train_seconds += out["train_seconds"]
+        return out
+
+
+def throughput(tokens: float, repeats: int, settings: Any, live: bool = True
+               ) -> dict[str, Any]:
     from airlab.plan import resolve
+    from airlab.store.live import live_totals
 
     # One evaluation at the end (outside train_seconds) keeps the trainer close to the plain loop.
     cfg = resolve(dataset="shakespeare", preset="tiny", budget={"tokens": tokens},
@@ -111,15 +145,33 @@ def throughput(tokens: float, repeats: int, settings: Any) -> dict[str, Any]:
     plain_loop(cfg.model_copy(update={"tokens": 20 * 768.0}), settings)  # warm-up allocations
     plain: list[float] = []
     lab: list[float] = []
-    for i in range(repeats):  # alternate which goes first, so drift in the load hits both
-        for which in ((plain, lab) if i % 2 == 0 else (lab, plain)):
-            run = plain_loop if which is plain else trainer_run
+    with_live: list[float] = []
+    live_run = LiveRuns(settings) if live else None
+    arms: list[tuple[str, list[float], Any]] = [("plain loop", plain, plain_loop),
+                                                ("trainer", lab, trainer_run)]
+    if live_run is not None:
+        arms.append(("trainer + live writes", with_live, live_run))
+    before = live_totals()
+    for i in range(repeats):  # rotate which goes first, so drift in the load hits all
+        for name, which, run in arms[i % len(arms):] + arms[:i % len(arms)]:
             which.append(run(cfg, settings)["tokens_per_s"])
-            name = "plain loop" if which is plain else "trainer"
             print(f"  repeat {i + 1}: {name} {which[-1]:,.0f} tokens/s", file=sys.stderr,
                   flush=True)
-    return {"plain_tokens_per_s": plain, "trainer_tokens_per_s": lab,
-            "throughput_ratio": statistics.median(lab) / statistics.median(plain)}
+    out: dict[str, Any] = {"plain_tokens_per_s": plain, "trainer_tokens_per_s": lab,
+                           "throughput_ratio": statistics.median(lab) / statistics.median(plain)}
+    if live_run is not None:
+        after = live_totals()
+        cpu = (after.event_seconds - before.event_seconds
+               + after.flush_cpu_seconds - before.flush_cpu_seconds)
+        out.update({"live_tokens_per_s": with_live,
+                    "live_throughput_ratio": statistics.median(with_live) / statistics.median(lab),
+                    "live_events": after.events - before.events,
+                    "live_flushes": after.flushes - before.flushes,
+                    "live_rows": after.points - before.points + after.heartbeats
+                    - before.heartbeats,
+                    "live_cpu_s": cpu, "live_train_s": live_run.train_seconds,
+                    "live_cost": cpu / live_run.train_seconds})
+    return out
 
 
 def quality(tokens: float, settings: Any) -> dict[str, float]:
@@ -150,6 +202,8 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                                                               "eval_points": 5},
                           baseline={"name": "learned_pos"},
                           arms=[{"name": "rope", "use": ["rope"]}], seeds=[42, 137])
+    from airlab.store.live import live_totals
+
     store = Store(settings.db_url)
     last_result = [0.0]
     first_start = [math.nan]
@@ -165,11 +219,13 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                 first_start[0] = time.perf_counter()
 
     t0 = time.perf_counter()
+    live0 = live_totals()
     ex = LocalExecutor(workers, threads=max(1, (os.cpu_count() or 1) // workers),
                        settings=settings)
     run_experiment(spec, store, ex, settings=settings, on_result=on_result,
                    reporter=FirstStart())
     wall = time.perf_counter() - t0
+    live1 = live_totals()
     runs = store.runs(store.experiment("bench")["id"])
     metrics = store.metrics([r["id"] for r in runs])
     states = [r["state"] for r in runs]
@@ -193,7 +249,15 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
             # pays (one process here, not one per run); after the last run, the parent analyses.
             "overhead_start": (first_start[0] - t0) / wall,
             "overhead_after": (wall - (last_result[0] - t0)) / wall,
-            "overhead_rest": 1 - (train_s + eval_s) / (workers * wall)}
+            "overhead_rest": 1 - (train_s + eval_s) / (workers * wall),
+            # Live writes (store.live) in the parent: CPU seconds of the writer's thread and of
+            # the event hand-off, next to the training seconds of the runs they describe.
+            "live_events": live1.events - live0.events,
+            "live_flushes": live1.flushes - live0.flushes,
+            "live_cpu_s": live1.event_seconds - live0.event_seconds
+            + live1.flush_cpu_seconds - live0.flush_cpu_seconds,
+            "live_cost": (live1.event_seconds - live0.event_seconds + live1.flush_cpu_seconds
+                          - live0.flush_cpu_seconds) / train_s}
 
 
 def main() -> int:
@@ -208,6 +272,8 @@ def main() -> int:
                     help="also compare validation losses after TOKENS tokens (e.g. 1e6)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-live", action="store_true",
+                    help="leave out the trainer-with-live-writes arm of the throughput runs")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -222,7 +288,7 @@ def main() -> int:
         out: dict[str, Any] = {"threads": args.threads, "tokens": args.tokens,
                                "loadavg_before": load}
         if not args.skip_throughput:
-            out.update(throughput(args.tokens, args.repeats, settings))
+            out.update(throughput(args.tokens, args.repeats, settings, not args.skip_live))
         if args.quality:
             out.update(quality(args.quality, settings))
         if not args.skip_overhead:
@@ -241,6 +307,16 @@ def main() -> int:
         print(f"trainer    tokens/s: {lab}")
         print(f"throughput ratio (median trainer / median plain loop, {args.threads} threads): "
               f"{out['throughput_ratio']:.3f}  (target >= 1)")
+        if "live_cost" in out:
+            live = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s"])
+            print(f"trainer + live writes tokens/s: {live}")
+            print(f"live writes, in the training process (worst case): {out['live_events']} "
+                  f"events, {out['live_flushes']} transactions, {out['live_rows']} rows; "
+                  f"writer CPU {out['live_cpu_s'] * 1000:.1f} ms over "
+                  f"{out['live_train_s']:.1f} s of training = "
+                  f"{100 * out['live_cost']:.3f}% (target < 1%); throughput with / without "
+                  f"{out['live_throughput_ratio']:.3f} (medians, interleaved: includes the "
+                  "machine's noise)")
     if args.quality:
         print(f"val_loss at {args.quality:g} tokens: plain loop {out['plain_val_loss']:.4f}, "
               f"trainer {out['trainer_val_loss']:.4f} (target: within 0.02)")
@@ -264,6 +340,10 @@ def main() -> int:
               f"{100 * out['exp_overhead_after']:.1f}%")
         print(f"  the rest (per-run set-up and data, storing, a slot left idle)  "
               f"{100 * other:.1f}%")
+        print(f"live writes during the experiment: {out['exp_live_events']} events, "
+              f"{out['exp_live_flushes']} transactions, writer CPU "
+              f"{out['exp_live_cpu_s'] * 1000:.1f} ms = {100 * out['exp_live_cost']:.3f}% of "
+              f"the runs' training time (target < 1%)")
     return 0
 
 
