@@ -138,3 +138,23 @@ def test_a_run_killed_mid_way_keeps_the_points_it_had(shared_data: Path, tmp_pat
     assert all(p["val_loss"] is not None for p in pts)
     beat = load_live_progress(s, [row["id"]])[row["id"]]
     assert beat["phase"] == "training" and 0 < beat["progress"] < 1 and beat["units"] > 0
+
+
+def test_only_numbers_from_known_events_reach_the_store(db_url: str) -> None:
+    """Events come from runs that may execute generated code: text, nesting, flags and
+    unbounded keys never reach the live tables."""
+    s = Store(db_url)
+    a, _ = _plan(s)
+    hostile = {"type": "eval", "step": 0, "tokens": 0, "train_seconds": 0.0, "flops": 0,
+               "val_loss": 4.0, "val_note": "<script>x</script>" * 1000,
+               "val_nested": {"a": 1}, "val_flag": True, "Val_Upper": 1.0,
+               **{f"val_k{i}": float(i) for i in range(100)}}
+    with LiveWriter(s) as w:
+        w.event(a, 1, hostile)
+        w.event(a, 1, {"type": "exec", "step": 1})  # unknown type
+        w.event(a, 1, ["not", "a", "dict"])  # type: ignore[arg-type]
+    [p] = load_live_points(s, [a])[a]
+    assert p["val_loss"] == 4.0
+    assert all(isinstance(v, int | float) or v is None for v in p.values()), p
+    assert not {"val_note", "val_nested", "val_flag", "Val_Upper"} & set(p)
+    assert len(p) <= 40  # bounded, whatever the event carried

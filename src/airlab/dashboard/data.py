@@ -218,10 +218,13 @@ def experiment_view(store: Store, name: str, cache: Cache) -> dict[str, Any] | N
                      "started_at": r["started_at"], "finished_at": r["finished_at"],
                      "progress": 1.0 if r["state"] == "finished" else
                      None if beat is None else beat.get("progress"),
-                     "step": (beat or {}).get("step"), "unit": (beat or {}).get("unit"),
+                     # No heartbeat (a run stored before live data, or adopted from another
+                     # experiment): its final figures.
+                     "step": (beat or {}).get("step") if beat else m.get("steps"),
+                     "unit": (beat or {}).get("unit"),
                      "units": (beat or {}).get("units") if beat else m.get("tokens",
                                                                            m.get("samples")),
-                     "loss": (beat or {}).get("loss"),
+                     "loss": (beat or {}).get("loss") if beat else m.get("train_loss"),
                      "units_per_s": (beat or {}).get("units_per_s") or
                      m.get("tokens_per_s", m.get("samples_per_s")),
                      "eta_s": None if r["state"] != "running" else (beat or {}).get("eta_s"),

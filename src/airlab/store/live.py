@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,28 @@ live_progress = Table(
     Column("started_at", Float),  # wall clock of the attempt's first event
     Column("updated_at", Float, nullable=False),
 )
+
+
+EVENT_TYPES = ("eval", "step", "done", "started")
+MAX_EVENT_KEYS = 32
+_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def clean_event(ev: Any) -> dict[str, Any] | None:
+    """The event as the live tables take it, or None: a known ``type`` and at most
+    ``MAX_EVENT_KEYS`` lower-case keys whose values are numbers (anything else is dropped).
+    The executors forward what a run reports, and a run may execute generated code, so
+    nothing else (no text, no nesting, no unbounded size) reaches the store this way."""
+    if not isinstance(ev, Mapping) or ev.get("type") not in EVENT_TYPES:
+        return None
+    out: dict[str, Any] = {"type": ev["type"]}
+    for k, v in ev.items():
+        if len(out) > MAX_EVENT_KEYS:
+            break
+        if isinstance(k, str) and _KEY.match(k) and isinstance(v, int | float) \
+                and not isinstance(v, bool):
+            out[k] = v
+    return out
 
 
 def _num(v: Any) -> float | None:
@@ -188,10 +211,13 @@ class LiveWriter:
     # -- the caller's side: cheap, never touches the database ---------------------------------
 
     def event(self, run_id: int, attempt: int, ev: Mapping[str, Any]) -> None:
-        """Take one event of run ``run_id`` (its claim's ``attempt``); unknown types are
-        ignored. Never raises for a malformed event: the live view is best effort."""
+        """Take one event of run ``run_id`` (its claim's ``attempt``), as :func:`clean_event`
+        leaves it; unknown types are ignored. Never raises for a malformed event: the live
+        view is best effort."""
         t0 = time.perf_counter()
-        kind = ev.get("type")
+        clean = clean_event(ev)
+        kind = None if clean is None else clean["type"]
+        ev = clean or {}
         now = time.time()
         try:
             with self._lock:
@@ -363,6 +389,6 @@ def load_live_progress(store: Store, run_ids: Sequence[int]) -> dict[int, dict[s
         return {r.run_id: dict(r._mapping) for r in rows}
 
 
-__all__ = ["FLUSH_S", "LiveTotals", "LiveWriter", "live_points", "live_progress",
+__all__ = ["FLUSH_S", "LiveTotals", "clean_event", "LiveWriter", "live_points", "live_progress",
            "live_totals", "load_live_points", "load_live_progress", "point_row",
            "reset_live_totals"]
