@@ -18,11 +18,12 @@
    1e6`` measures 1M-token runs (~4 min). docs/performance.md has the figures.
 3. Live writes (``airlab.store.live``: evaluation points and heartbeats written while runs
    train) = CPU seconds of the writer (its thread's CPU time while writing, plus the time spent
-   handing it events) / training seconds of the runs written about. Measured twice: in a third,
-   interleaved arm of the throughput runs (trainer with a LiveWriter on a real SQLite store, in
-   the training process itself, the worst case), where the tokens/s ratio with / without is
-   printed beside it; and in the experiment of 2 (the writer in the parent of the worker pool,
-   as `airlab run` has it). Target: < 1%.
+   handing it events) / training seconds of the runs written about. Measured twice: in one
+   training run of the tiny preset whose live writes are switched on and off in alternating
+   windows (a LiveWriter on a real SQLite store in the training process itself, the worst
+   case), which also gives the throughput ratio with / without over adjacent window pairs;
+   and in the experiment of 2 (the writer in the parent of the worker pool, as `airlab run`
+   has it). Target: < 1%.
 
     python benchmarks/bench_trainer.py [--tokens 5e4] [--repeats 5] [--quality 1e6]
         [--run-tokens 1.5e5]
@@ -110,34 +111,66 @@ def trainer_run(cfg: Any, settings: Any, on_event: Any = None) -> dict[str, floa
             "train_seconds": r.metrics["train_seconds"]}
 
 
-class LiveRuns:
-    """The trainer with live writes on: every event goes to a LiveWriter on a real SQLite
-    store, as ``execute_claimed`` feeds it; in this process, the worst case (the writer's
-    thread shares the process, and its GIL, with the training loop)."""
-
-    def __init__(self, settings: Any) -> None:
-        from airlab.store import Store
-
-        self.store = Store(f"sqlite:///{settings.home}/live-bench.db")
-        eid = self.store.upsert_experiment("live-bench", {}, workload="charlm")
-        [row] = self.store.ensure_runs(eid, [("trainer", 0, "k", {})])
-        self.run_id, self.attempt, self.train_seconds = row["id"], 0, 0.0
-
-    def __call__(self, cfg: Any, settings: Any) -> dict[str, float]:
-        from airlab.store import LiveWriter
-
-        self.attempt += 1  # each repeat writes its points as a new attempt of one run
-        with LiveWriter(self.store) as w:
-            out = trainer_run(cfg, settings,
-                              lambda ev: w.event(self.run_id, self.attempt, ev))
-        self.train_seconds += out["train_seconds"]
-        return out
-
-
-def throughput(tokens: float, repeats: int, settings: Any, live: bool = True
-               ) -> dict[str, Any]:
+def trainer_windows(seconds: float, window_s: float, settings: Any) -> dict[str, Any]:
+    """Live writes on and off in alternating windows of ONE training run, in the training
+    process itself (the worst case: the writer's thread shares the process and its GIL with
+    the loop). Every event goes to a LiveWriter on a real SQLite store during "on" windows and
+    nowhere during "off" ones; each window's throughput is the tokens / training seconds its
+    heartbeats report. Adjacent on/off windows are paired, so a change in the machine's load
+    between windows mostly cancels; the writer's CPU time is divided by the on windows'
+    training seconds."""
     from airlab.plan import resolve
+    from airlab.run.trainer import train
+    from airlab.store import LiveWriter, Store
     from airlab.store.live import live_totals
+
+    store = Store(f"sqlite:///{settings.home}/live-bench.db")
+    eid = store.upsert_experiment("live-bench", {}, workload="charlm")
+    [row] = store.ensure_runs(eid, [("trainer", 0, "k", {})])
+    cfg = resolve(dataset="shakespeare", preset="tiny", budget={"seconds": seconds},
+                  options={"eval_points": 1}, settings=settings)
+    writer = LiveWriter(store)
+    windows: list[tuple[bool, float, float]] = []  # (live on, tokens, training seconds)
+    at = {"on": False, "t": time.perf_counter(), "tokens": 0.0, "ts": 0.0}
+
+    def sink(ev: dict[str, Any]) -> None:
+        if at["on"]:
+            writer.event(row["id"], 1, ev)
+        if ev.get("type") != "step" or time.perf_counter() - at["t"] < window_s:
+            return
+        windows.append((bool(at["on"]), ev["tokens"] - at["tokens"],
+                        ev["train_seconds"] - at["ts"]))
+        if at["on"]:
+            writer.flush()  # between steps (outside training time): off windows write nothing
+        at.update(on=not at["on"], t=time.perf_counter(), tokens=ev["tokens"],
+                  ts=ev["train_seconds"])
+
+    before = live_totals()
+    r = train(cfg, sink, settings=settings)
+    writer.close()
+    after = live_totals()
+    assert r.state == "finished", r.reason
+    pairs = [(windows[i + 1], windows[i]) for i in range(len(windows) - 1)
+             if not windows[i][0] and windows[i + 1][0]]  # (on, the off window before it)
+    logs = [math.log((on[1] / on[2]) / (off[1] / off[2])) for on, off in pairs]
+    mean = statistics.fmean(logs)
+    half = (2.0 * statistics.stdev(logs) / math.sqrt(len(logs))) if len(logs) > 1 else math.nan
+    on_s = sum(w[2] for w in windows if w[0])
+    cpu = (after.event_seconds - before.event_seconds
+           + after.flush_cpu_seconds - before.flush_cpu_seconds)
+    return {"live_window_s": window_s, "live_pairs": len(pairs),
+            "live_tokens_per_s_on": [w[1] / w[2] for w in windows if w[0]],
+            "live_tokens_per_s_off": [w[1] / w[2] for w in windows if not w[0]],
+            "live_throughput_ratio": math.exp(mean),
+            "live_throughput_ci": (math.exp(mean - half), math.exp(mean + half)),
+            "live_events": after.events - before.events,
+            "live_flushes": after.flushes - before.flushes,
+            "live_rows": after.points - before.points + after.heartbeats - before.heartbeats,
+            "live_cpu_s": cpu, "live_train_s": on_s, "live_cost": cpu / on_s}
+
+
+def throughput(tokens: float, repeats: int, settings: Any) -> dict[str, Any]:
+    from airlab.plan import resolve
 
     # One evaluation at the end (outside train_seconds) keeps the trainer close to the plain loop.
     cfg = resolve(dataset="shakespeare", preset="tiny", budget={"tokens": tokens},
@@ -145,33 +178,15 @@ def throughput(tokens: float, repeats: int, settings: Any, live: bool = True
     plain_loop(cfg.model_copy(update={"tokens": 20 * 768.0}), settings)  # warm-up allocations
     plain: list[float] = []
     lab: list[float] = []
-    with_live: list[float] = []
-    live_run = LiveRuns(settings) if live else None
-    arms: list[tuple[str, list[float], Any]] = [("plain loop", plain, plain_loop),
-                                                ("trainer", lab, trainer_run)]
-    if live_run is not None:
-        arms.append(("trainer + live writes", with_live, live_run))
-    before = live_totals()
-    for i in range(repeats):  # rotate which goes first, so drift in the load hits all
-        for name, which, run in arms[i % len(arms):] + arms[:i % len(arms)]:
+    for i in range(repeats):  # alternate which goes first, so drift in the load hits both
+        for which in ((plain, lab) if i % 2 == 0 else (lab, plain)):
+            run = plain_loop if which is plain else trainer_run
             which.append(run(cfg, settings)["tokens_per_s"])
+            name = "plain loop" if which is plain else "trainer"
             print(f"  repeat {i + 1}: {name} {which[-1]:,.0f} tokens/s", file=sys.stderr,
                   flush=True)
-    out: dict[str, Any] = {"plain_tokens_per_s": plain, "trainer_tokens_per_s": lab,
-                           "throughput_ratio": statistics.median(lab) / statistics.median(plain)}
-    if live_run is not None:
-        after = live_totals()
-        cpu = (after.event_seconds - before.event_seconds
-               + after.flush_cpu_seconds - before.flush_cpu_seconds)
-        out.update({"live_tokens_per_s": with_live,
-                    "live_throughput_ratio": statistics.median(with_live) / statistics.median(lab),
-                    "live_events": after.events - before.events,
-                    "live_flushes": after.flushes - before.flushes,
-                    "live_rows": after.points - before.points + after.heartbeats
-                    - before.heartbeats,
-                    "live_cpu_s": cpu, "live_train_s": live_run.train_seconds,
-                    "live_cost": cpu / live_run.train_seconds})
-    return out
+    return {"plain_tokens_per_s": plain, "trainer_tokens_per_s": lab,
+            "throughput_ratio": statistics.median(lab) / statistics.median(plain)}
 
 
 def quality(tokens: float, settings: Any) -> dict[str, float]:
@@ -272,8 +287,10 @@ def main() -> int:
                     help="also compare validation losses after TOKENS tokens (e.g. 1e6)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
-    ap.add_argument("--skip-live", action="store_true",
-                    help="leave out the trainer-with-live-writes arm of the throughput runs")
+    ap.add_argument("--live-seconds", type=float, default=60.0,
+                    help="training seconds of the live-writes run (0: skip it)")
+    ap.add_argument("--live-window", type=float, default=3.0,
+                    help="seconds of each live-on / live-off window")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -288,7 +305,9 @@ def main() -> int:
         out: dict[str, Any] = {"threads": args.threads, "tokens": args.tokens,
                                "loadavg_before": load}
         if not args.skip_throughput:
-            out.update(throughput(args.tokens, args.repeats, settings, not args.skip_live))
+            out.update(throughput(args.tokens, args.repeats, settings))
+        if args.live_seconds:
+            out.update(trainer_windows(args.live_seconds, args.live_window, settings))
         if args.quality:
             out.update(quality(args.quality, settings))
         if not args.skip_overhead:
@@ -307,16 +326,18 @@ def main() -> int:
         print(f"trainer    tokens/s: {lab}")
         print(f"throughput ratio (median trainer / median plain loop, {args.threads} threads): "
               f"{out['throughput_ratio']:.3f}  (target >= 1)")
-        if "live_cost" in out:
-            live = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s"])
-            print(f"trainer + live writes tokens/s: {live}")
-            print(f"live writes, in the training process (worst case): {out['live_events']} "
-                  f"events, {out['live_flushes']} transactions, {out['live_rows']} rows; "
-                  f"writer CPU {out['live_cpu_s'] * 1000:.1f} ms over "
-                  f"{out['live_train_s']:.1f} s of training = "
-                  f"{100 * out['live_cost']:.3f}% (target < 1%); throughput with / without "
-                  f"{out['live_throughput_ratio']:.3f} (medians, interleaved: includes the "
-                  "machine's noise)")
+    if "live_cost" in out:
+        on = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s_on"])
+        off = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s_off"])
+        lo, hi = out["live_throughput_ci"]
+        print(f"live writes, in the training process (worst case), {out['live_window_s']:g} s "
+              f"windows of one run: tokens/s with {on}; without {off}")
+        print(f"  {out['live_events']} events, {out['live_flushes']} transactions, "
+              f"{out['live_rows']} rows; writer CPU {out['live_cpu_s'] * 1000:.1f} ms over "
+              f"{out['live_train_s']:.1f} s of training with live writes = "
+              f"{100 * out['live_cost']:.3f}% (target < 1%)")
+        print(f"  throughput with / without, {out['live_pairs']} adjacent window pairs: "
+              f"{out['live_throughput_ratio']:.4f} [95% CI {lo:.4f}, {hi:.4f}]")
     if args.quality:
         print(f"val_loss at {args.quality:g} tokens: plain loop {out['plain_val_loss']:.4f}, "
               f"trainer {out['trainer_val_loss']:.4f} (target: within 0.02)")

@@ -61,11 +61,10 @@ class Cache:
 
 
 def store_signature(store: Store) -> tuple[Any, ...]:
-    """Changes whenever a run is claimed, finishes or is planned, or a verdict is stored."""
+    """Changes whenever a run is planned or ends, an experiment is added or a verdict is
+    stored (not when a run starts: what the team view analyses is unchanged by that)."""
     with store.reading() as c:
-        r = c.execute(select(func.count(), func.max(runs_table.c.finished_at),
-                             func.max(runs_table.c.started_at),
-                             func.sum(runs_table.c.attempts))).one()
+        r = c.execute(select(func.count(), func.max(runs_table.c.finished_at))).one()
     verdicts = len(list_verdicts(store))
     return (*tuple(r), verdicts, len(store.experiments()))
 

@@ -101,16 +101,18 @@ def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int,
     return result.to_dict()
 
 
-def _forward_events(queue: Any, jobs: list[Job], on_event: EventSink) -> None:
-    """Hand every event waiting in the queue to ``on_event`` (a lost queue: none)."""
+def _forward_events(queue: Any, tags: dict[int, Job], on_event: EventSink) -> None:
+    """Hand every event waiting in the queue to ``on_event`` (a lost queue: none). Events of
+    an earlier call's task (cancelled before its last batch was read) are dropped."""
     try:
         n = queue.qsize()
         items = queue.get_nowait_batch(n) if n else []
     except Exception:  # noqa: BLE001 - the queue's actor died: the results still come
         return
     for tag, ev in items:
-        if 0 <= tag < len(jobs):
-            on_event(jobs[tag], ev)
+        job = tags.get(tag)
+        if job is not None:
+            on_event(job, ev)
 
 
 def _describe(e: BaseException) -> str:
@@ -148,6 +150,8 @@ class RayExecutor:
         self._started_ray = False  # ray.shutdown() only a Ray this executor started
         self._remote: Any = None
         self._outstanding: dict[Any, Job] = {}  # ObjectRef -> job, while it runs
+        self._queue: Any = None  # the tasks' events come back through it (run with on_event)
+        self._next_tag = 0
 
     @property
     def workers(self) -> int:
@@ -199,20 +203,20 @@ class RayExecutor:
         started: dict[Any, float] = {}
         timed_out: set[Any] = set()
         overran: set[Any] = set()  # cancelled for overrunning the time box
-        queue = None
-        if on_event is not None:
-            from ray.util.queue import Queue
-
-            queue = Queue(actor_options={"num_cpus": 0})  # holds no CPU a run could use
+        queue = self._event_queue() if on_event is not None else None
+        tags: dict[int, Job] = {}  # a task's events carry its tag, unique in this executor
         try:
-            for i, job in enumerate(jobs):
-                ref = task.remote(job.config, settings, threads, job.stop_at, queue, i)
+            for job in jobs:
+                tag = self._next_tag
+                self._next_tag += 1
+                tags[tag] = job
+                ref = task.remote(job.config, settings, threads, job.stop_at, queue, tag)
                 self._outstanding[ref] = job
                 started[ref] = time.monotonic()
             while self._outstanding:
                 ready, _ = ray.wait(list(self._outstanding), num_returns=1, timeout=POLL_S)
                 if queue is not None and on_event is not None:
-                    _forward_events(queue, jobs, on_event)
+                    _forward_events(queue, tags, on_event)
                 for ref in ready:
                     job = self._outstanding.pop(ref)
                     try:
@@ -240,11 +244,15 @@ class RayExecutor:
         finally:  # done, or the caller stopped early (Ctrl-C, an error): stop what is left
             self._cancel_outstanding()
             self._outstanding.clear()
-            if queue is not None:
-                try:
-                    queue.shutdown(force=True)
-                except Exception:  # noqa: BLE001 - Ray already gone
-                    pass
+
+    def _event_queue(self) -> Any:
+        """The queue the tasks send their events to: one actor for the executor's life,
+        holding no CPU that a run could use."""
+        if self._queue is None:
+            from ray.util.queue import Queue
+
+            self._queue = Queue(actor_options={"num_cpus": 0})
+        return self._queue
 
     def _cancel_overdue(self, ray: Any, started: dict[Any, float], timed_out: set[Any],
                         overran: set[Any]) -> None:
@@ -276,6 +284,12 @@ class RayExecutor:
     def shutdown(self) -> None:
         """Cancel what is still running; stop Ray if this executor started it. Safe twice."""
         self._cancel_outstanding()
+        if self._queue is not None:
+            queue, self._queue = self._queue, None
+            try:
+                queue.shutdown(force=True)
+            except Exception:  # noqa: BLE001 - Ray already gone
+                pass
         if self._started_ray:
             self._started_ray = False
             self._remote = None

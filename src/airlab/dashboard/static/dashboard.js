@@ -8,7 +8,7 @@
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                   "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
   const S = { selected: null, overview: null, exp: null, team: null, tick: 0,
-              xAxis: "units", yAxis: null, ideaStatus: "", plotKey: null };
+              xAxis: "units", yAxis: null, ideaStatus: "", expKey: null };
 
   // -- helpers ---------------------------------------------------------------------------
   function el(tag, cls, ...children) {
@@ -312,8 +312,12 @@
       const name = current();
       if (name !== null) {
         const v = await get("/api/experiment?name=" + encodeURIComponent(name));
-        S.exp = v;
-        renderExperiment();
+        const key = JSON.stringify(v);
+        if (key !== S.expKey) {  // redraw only what changed (Plotly keeps zoom: uirevision)
+          S.exp = v;
+          S.expKey = key;
+          renderExperiment();
+        }
       }
       if (S.tick % 3 === 0 || S.team === null) {
         S.team = await get("/api/team");
