@@ -158,3 +158,22 @@ def test_only_numbers_from_known_events_reach_the_store(db_url: str) -> None:
     assert all(isinstance(v, int | float) or v is None for v in p.values()), p
     assert not {"val_note", "val_nested", "val_flag", "Val_Upper"} & set(p)
     assert len(p) <= 40  # bounded, whatever the event carried
+
+
+def test_a_heartbeat_outlives_a_flush_and_a_new_attempt_starts_clean(db_url: str) -> None:
+    s = Store(db_url)
+    a, _ = _plan(s)
+    step = {"type": "step", "step": 10, "progress": 0.5, "loss": 3.0, "lr": 1e-3,
+            "tokens": 1000, "train_seconds": 1.0}
+    with LiveWriter(s, flush_s=3600) as w:
+        w.event(a, 1, step)
+        w.flush()
+        w.event(a, 1, _eval(20, 2000, 3.1))  # after a flush: merges into the same heartbeat
+        w.flush()
+        beat = load_live_progress(s, [a])[a]
+        assert beat["phase"] == "training" and beat["progress"] == 0.5 and beat["step"] == 20
+        assert beat["lr"] == 1e-3 and beat["units"] == 2000
+        w.event(a, 2, _eval(0, 0, 4.0))  # claimed again: the old attempt's figures are gone
+    beat = load_live_progress(s, [a])[a]
+    assert beat["attempt"] == 2 and beat["phase"] == "starting" and beat["step"] == 0
+    assert beat["progress"] is None and beat["lr"] is None and beat["eta_s"] is None

@@ -124,6 +124,10 @@ def clean_event(ev: Any) -> dict[str, Any] | None:
     return out
 
 
+HEARTBEAT_FIELDS = ("step", "unit", "units", "progress", "loss", "lr", "train_seconds",
+                    "units_per_s", "eta_s")
+
+
 def _num(v: Any) -> float | None:
     try:
         f = float(v)
@@ -193,7 +197,10 @@ class LiveWriter:
         self.flush_s = flush_s
         self._lock = threading.Lock()
         self._points: list[dict[str, Any]] = []
+        # Each run's latest heartbeat, kept across flushes (a heartbeat merges into it);
+        # ``_dirty``: the runs whose heartbeat changed since the last flush.
         self._progress: dict[int, dict[str, Any]] = {}
+        self._dirty: set[int] = set()
         self._next_idx: dict[tuple[int, int], int] = {}
         self._started: dict[tuple[int, int], float] = {}
         self._resets: set[tuple[int, int]] = set()  # (run, attempt) whose points start over
@@ -254,6 +261,7 @@ class LiveWriter:
         """Merge an event into the run's pending heartbeat (the latest values win)."""
         old = self._progress.get(run_id)
         row: dict[str, Any] = dict(old) if old is not None and old["attempt"] == attempt else {
+            **{c: None for c in HEARTBEAT_FIELDS},  # a new attempt: nothing of the last one
             "attempt": attempt, "phase": "starting", "started_at": started}
         if phase is not None and row.get("phase") != "done":
             row["phase"] = phase
@@ -278,6 +286,7 @@ class LiveWriter:
             row["eta_s"] = (now - started) * (1 - min(p, 1.0)) / p
         row["updated_at"] = now
         self._progress[run_id] = row
+        self._dirty.add(run_id)
 
     # -- the writer's side --------------------------------------------------------------------
 
@@ -290,7 +299,8 @@ class LiveWriter:
         from anywhere)."""
         with self._lock:
             points, self._points = self._points, []
-            progress, self._progress = self._progress, {}
+            progress = {r: dict(self._progress[r]) for r in self._dirty}
+            self._dirty = set()
             resets, self._resets = self._resets, set()
         if not points and not progress and not resets:
             return
@@ -316,8 +326,7 @@ class LiveWriter:
             with self._lock:
                 self._resets |= resets
                 self._points[:0] = points[-MAX_BUFFERED_POINTS:]
-                for run_id, row in progress.items():
-                    self._progress.setdefault(run_id, row)
+                self._dirty |= set(progress)  # the latest heartbeat goes next time
         with _totals_lock:
             _totals.flushes += 1
             _totals.flush_seconds += time.perf_counter() - t0
