@@ -122,9 +122,12 @@ def _watch_a_running_arm_grow(b: Any, procs: list[subprocess.Popen[str]]) -> tup
     run is still running: the second count is larger. Returns (first, second)."""
     first: tuple[int, int] | None = None  # (run id, points)
     deadline = time.monotonic() + 240
+    seen: list[Any] = []
     while time.monotonic() < deadline:
         rows = b.execute_script(TRACES) if b.execute_script(
             "return !!(document.getElementById('curves').data)") else []
+        if not seen or seen[-1] != rows:
+            seen.append(rows)
         running = {r[0]: r[3] for r in rows if r[2] == "running" and r[3] >= 1}
         if first is not None and first[0] in running and running[first[0]] > first[1]:
             return first[1], running[first[0]]
@@ -134,7 +137,9 @@ def _watch_a_running_arm_grow(b: Any, procs: list[subprocess.Popen[str]]) -> tup
             if p.poll() not in (None, 0):
                 raise AssertionError(f"a lab process failed: {p.stderr.read() if p.stderr else ''}")
         time.sleep(0.2)
-    raise AssertionError("never saw a running run's plotted points grow")
+    status = b.execute_script("return document.getElementById('status').textContent")
+    raise AssertionError(f"never saw a running run's plotted points grow; page: {status}; "
+                         f"traces seen (run, arm, state, points): {seen[-12:]}")
 
 
 def _verdict(b: Any) -> dict[str, Any] | None:
@@ -163,7 +168,7 @@ def _finish(p: subprocess.Popen[str], timeout: float = 300) -> str:
 
 def test_a_running_experiment_grows_on_the_page_then_its_verdict_appears(
         browser: Any, shared_data: Path, tmp_path: Path) -> None:
-    spec = _spec(tmp_path, "live_sqlite", 8e4)
+    spec = _spec(tmp_path, "live_sqlite", 1.6e5)  # runs of a few seconds: several flushes
     with dashboard() as url:
         _open(browser, url)
         run = subprocess.Popen([*_airlab(), "run", str(spec), "--workers", "2"],
