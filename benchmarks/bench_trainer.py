@@ -16,7 +16,15 @@
    after the last run (analysis, rating, artifacts) and the rest. Evaluation and start-up are
    nearly fixed per run and per experiment, so the share falls as runs grow: ``--run-tokens
    1e6`` measures 1M-token runs (~4 min). docs/performance.md has the figures.
-3. Generated code: the same run with and without a technique file that changes nothing, the
+3. Live writes (``airlab.store.live``: evaluation points and heartbeats written while runs
+   train) = CPU seconds of the writer (its thread's CPU time while writing, plus the time spent
+   handing it events) / training seconds of the runs written about. Measured twice: in one
+   training run of the tiny preset whose live writes are switched on and off in alternating
+   windows (a LiveWriter on a real SQLite store in the training process itself, the worst
+   case), which also gives the throughput ratio with / without over adjacent window pairs;
+   and in the experiment of 2 (the writer in the parent of the worker pool, as `airlab run`
+   has it). Target: < 1%.
+4. Generated code: the same run with and without a technique file that changes nothing, the
    first trained in the sandbox and measured by the harness (airlab/run/harness.py), the second
    an ordinary run; ratios of train_seconds and of the whole run's wall time.
 
@@ -97,12 +105,71 @@ def plain_loop(cfg: Any, settings: Any, *, evaluate: bool = False) -> dict[str, 
     return out
 
 
-def trainer_run(cfg: Any, settings: Any) -> dict[str, float]:
+def trainer_run(cfg: Any, settings: Any, on_event: Any = None) -> dict[str, float]:
     from airlab.run.trainer import train
 
-    r = train(cfg, settings=settings)
+    r = train(cfg, on_event, settings=settings)
     assert r.state == "finished", r.reason
-    return {"tokens_per_s": r.metrics["tokens_per_s"], "val_loss": r.metrics["val_loss"]}
+    return {"tokens_per_s": r.metrics["tokens_per_s"], "val_loss": r.metrics["val_loss"],
+            "train_seconds": r.metrics["train_seconds"]}
+
+
+def trainer_windows(seconds: float, window_s: float, settings: Any) -> dict[str, Any]:
+    """Live writes on and off in alternating windows of ONE training run, in the training
+    process itself (the worst case: the writer's thread shares the process and its GIL with
+    the loop). Every event goes to a LiveWriter on a real SQLite store during "on" windows and
+    nowhere during "off" ones; each window's throughput is the tokens / training seconds its
+    heartbeats report. Adjacent on/off windows are paired, so a change in the machine's load
+    between windows mostly cancels; the writer's CPU time is divided by the on windows'
+    training seconds."""
+    from airlab.plan import resolve
+    from airlab.run.trainer import train
+    from airlab.store import LiveWriter, Store
+    from airlab.store.live import live_totals
+
+    store = Store(f"sqlite:///{settings.home}/live-bench.db")
+    eid = store.upsert_experiment("live-bench", {}, workload="charlm")
+    [row] = store.ensure_runs(eid, [("trainer", 0, "k", {})])
+    cfg = resolve(dataset="shakespeare", preset="tiny", budget={"seconds": seconds},
+                  options={"eval_points": 1}, settings=settings)
+    writer = LiveWriter(store)
+    windows: list[tuple[bool, float, float]] = []  # (live on, tokens, training seconds)
+    at = {"on": False, "t": time.perf_counter(), "tokens": 0.0, "ts": 0.0}
+
+    def sink(ev: dict[str, Any]) -> None:
+        if at["on"]:
+            writer.event(row["id"], 1, ev)
+        if ev.get("type") != "step" or time.perf_counter() - at["t"] < window_s:
+            return
+        windows.append((bool(at["on"]), ev["tokens"] - at["tokens"],
+                        ev["train_seconds"] - at["ts"]))
+        if at["on"]:
+            writer.flush()  # between steps (outside training time): off windows write nothing
+        at.update(on=not at["on"], t=time.perf_counter(), tokens=ev["tokens"],
+                  ts=ev["train_seconds"])
+
+    before = live_totals()
+    r = train(cfg, sink, settings=settings)
+    writer.close()
+    after = live_totals()
+    assert r.state == "finished", r.reason
+    pairs = [(windows[i + 1], windows[i]) for i in range(len(windows) - 1)
+             if not windows[i][0] and windows[i + 1][0]]  # (on, the off window before it)
+    logs = [math.log((on[1] / on[2]) / (off[1] / off[2])) for on, off in pairs]
+    mean = statistics.fmean(logs)
+    half = (2.0 * statistics.stdev(logs) / math.sqrt(len(logs))) if len(logs) > 1 else math.nan
+    on_s = sum(w[2] for w in windows if w[0])
+    cpu = (after.event_seconds - before.event_seconds
+           + after.flush_cpu_seconds - before.flush_cpu_seconds)
+    return {"live_window_s": window_s, "live_pairs": len(pairs),
+            "live_tokens_per_s_on": [w[1] / w[2] for w in windows if w[0]],
+            "live_tokens_per_s_off": [w[1] / w[2] for w in windows if not w[0]],
+            "live_throughput_ratio": math.exp(mean),
+            "live_throughput_ci": (math.exp(mean - half), math.exp(mean + half)),
+            "live_events": after.events - before.events,
+            "live_flushes": after.flushes - before.flushes,
+            "live_rows": after.points - before.points + after.heartbeats - before.heartbeats,
+            "live_cpu_s": cpu, "live_train_s": on_s, "live_cost": cpu / on_s}
 
 
 def throughput(tokens: float, repeats: int, settings: Any) -> dict[str, Any]:
@@ -153,6 +220,8 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                                                               "eval_points": 5},
                           baseline={"name": "learned_pos"},
                           arms=[{"name": "rope", "use": ["rope"]}], seeds=[42, 137])
+    from airlab.store.live import live_totals
+
     store = Store(settings.db_url)
     last_result = [0.0]
     first_start = [math.nan]
@@ -168,11 +237,13 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
                 first_start[0] = time.perf_counter()
 
     t0 = time.perf_counter()
+    live0 = live_totals()
     ex = LocalExecutor(workers, threads=max(1, (os.cpu_count() or 1) // workers),
                        settings=settings)
     run_experiment(spec, store, ex, settings=settings, on_result=on_result,
                    reporter=FirstStart())
     wall = time.perf_counter() - t0
+    live1 = live_totals()
     runs = store.runs(store.experiment("bench")["id"])
     metrics = store.metrics([r["id"] for r in runs])
     states = [r["state"] for r in runs]
@@ -196,7 +267,15 @@ def overhead(tokens: float, workers: int, settings: Any) -> dict[str, float]:
             # pays (one process here, not one per run); after the last run, the parent analyses.
             "overhead_start": (first_start[0] - t0) / wall,
             "overhead_after": (wall - (last_result[0] - t0)) / wall,
-            "overhead_rest": 1 - (train_s + eval_s) / (workers * wall)}
+            "overhead_rest": 1 - (train_s + eval_s) / (workers * wall),
+            # Live writes (store.live) in the parent: CPU seconds of the writer's thread and of
+            # the event hand-off, next to the training seconds of the runs they describe.
+            "live_events": live1.events - live0.events,
+            "live_flushes": live1.flushes - live0.flushes,
+            "live_cpu_s": live1.event_seconds - live0.event_seconds
+            + live1.flush_cpu_seconds - live0.flush_cpu_seconds,
+            "live_cost": (live1.event_seconds - live0.event_seconds + live1.flush_cpu_seconds
+                          - live0.flush_cpu_seconds) / train_s}
 
 
 NOOP_TECHNIQUE = """
@@ -269,6 +348,10 @@ def main() -> int:
                     help="also compare validation losses after TOKENS tokens (e.g. 1e6)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--live-seconds", type=float, default=60.0,
+                    help="training seconds of the live-writes run (0: skip it)")
+    ap.add_argument("--live-window", type=float, default=3.0,
+                    help="seconds of each live-on / live-off window")
     ap.add_argument("--skip-generated", action="store_true")
     ap.add_argument("--generated-repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -286,6 +369,8 @@ def main() -> int:
                                "loadavg_before": load}
         if not args.skip_throughput:
             out.update(throughput(args.tokens, args.repeats, settings))
+        if args.live_seconds:
+            out.update(trainer_windows(args.live_seconds, args.live_window, settings))
         if args.quality:
             out.update(quality(args.quality, settings))
         if not args.skip_overhead:
@@ -306,6 +391,18 @@ def main() -> int:
         print(f"trainer    tokens/s: {lab}")
         print(f"throughput ratio (median trainer / median plain loop, {args.threads} threads): "
               f"{out['throughput_ratio']:.3f}  (target >= 1)")
+    if "live_cost" in out:
+        on = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s_on"])
+        off = ", ".join(f"{x:,.0f}" for x in out["live_tokens_per_s_off"])
+        lo, hi = out["live_throughput_ci"]
+        print(f"live writes, in the training process (worst case), {out['live_window_s']:g} s "
+              f"windows of one run: tokens/s with {on}; without {off}")
+        print(f"  {out['live_events']} events, {out['live_flushes']} transactions, "
+              f"{out['live_rows']} rows; writer CPU {out['live_cpu_s'] * 1000:.1f} ms over "
+              f"{out['live_train_s']:.1f} s of training with live writes = "
+              f"{100 * out['live_cost']:.3f}% (target < 1%)")
+        print(f"  throughput with / without, {out['live_pairs']} adjacent window pairs: "
+              f"{out['live_throughput_ratio']:.4f} [95% CI {lo:.4f}, {hi:.4f}]")
     if args.quality:
         print(f"val_loss at {args.quality:g} tokens: plain loop {out['plain_val_loss']:.4f}, "
               f"trainer {out['trainer_val_loss']:.4f} (target: within 0.02)")
@@ -329,6 +426,10 @@ def main() -> int:
               f"{100 * out['exp_overhead_after']:.1f}%")
         print(f"  the rest (per-run set-up and data, storing, a slot left idle)  "
               f"{100 * other:.1f}%")
+        print(f"live writes during the experiment: {out['exp_live_events']} events, "
+              f"{out['exp_live_flushes']} transactions, writer CPU "
+              f"{out['exp_live_cpu_s'] * 1000:.1f} ms = {100 * out['exp_live_cost']:.3f}% of "
+              f"the runs' training time (target < 1%)")
     if not args.skip_generated:
         med = statistics.median
         print(f"generated code ({args.run_tokens:g}-token run with a technique file that "

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "airlab.calibrate": 9,  # A/A runs for the noise floor, and the controls
     "airlab.agents": 10,
     "airlab.cli": 11, "airlab.__main__": 11,
+    "airlab.dashboard": 11,  # the live web page over the store (beside cli/, which starts it)
 }
 EXEMPT = {"airlab"}  # the lazy export table
 

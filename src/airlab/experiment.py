@@ -25,7 +25,7 @@ from airlab.executors.base import Executor, Job
 from airlab.run.result import RunResult
 from airlab.settings import Settings, get_settings
 from airlab.spec import ExperimentSpec
-from airlab.store import Store, owner_id, save_verdict
+from airlab.store import LiveWriter, Store, owner_id, save_verdict
 
 if TYPE_CHECKING:
     from airlab.analysis.compare import Analysis
@@ -394,7 +394,7 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                     lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S,
                     retry_infra_limit: int = RETRY_INFRA_LIMIT,
                     wait_for_others: bool = True,
-                    deadline: float | None = None) -> ClaimedCounts:
+                    deadline: float | None = None, live: bool = True) -> ClaimedCounts:
     """Claim and execute pending runs of the given experiments (default: every experiment in
     the store, prerequisites first) until none is left or ``max_runs`` were executed.
 
@@ -411,6 +411,10 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
     per free slot, so no slot waits for the slowest run of a batch; others get batches of
     ``workers`` runs. ``deadline`` (epoch seconds): no run is claimed after it, runs in flight
     get it as ``Job.stop_at`` (stored 'incomplete' when cut), and nobody is waited for.
+
+    ``live``: every event an executor reports (``airlab.executors.base.EventSink``) is also
+    written, batched, to the store's live tables (``airlab.store.live``): evaluation points and
+    a progress heartbeat per run, for `airlab dashboard` and for runs that never finish.
     """
     from airlab.run.workloads import get_workload
 
@@ -460,8 +464,14 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
             yield job_of(row)
 
     def on_event(job: Job, ev: dict[str, Any]) -> None:
-        reporter.event(held[job.id], ev)
+        row = held.get(job.id)
+        if row is None:  # a straggler after its result: nothing to attach it to
+            return
+        if writer is not None:
+            writer.event(row["id"], int(row.get("attempts") or 1), ev)
+        reporter.event(row, ev)
 
+    writer = LiveWriter(store) if live and not store.readonly else None
     with _Heartbeat(store, executor, owner, lease_s, heartbeat_s) as hb:
         try:
             while not past_deadline() and (max_runs is None or claimed < max_runs):
@@ -511,6 +521,11 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                 for eid in ids:  # claims of processes that died on this host: free now
                     store.recover_interrupted(eid)
         finally:
+            if writer is not None:
+                try:  # the last points, before the claims go back
+                    writer.close()
+                except Exception as e:  # noqa: BLE001 - a live view never fails the runs
+                    log.warning("live data not written: %s", e)
             for eid in ids:
                 try:  # Ctrl-C or an error: what we still hold goes back to pending for anyone
                     store.release_owned(eid, owner)

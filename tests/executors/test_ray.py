@@ -1,6 +1,7 @@
 """The Ray executor on a real local Ray (2 CPUs, no dashboard, usage stats off), torn down after.
 
-Same spec, same run keys, and seed for seed the same validation losses as in-process training;
+Same spec, same run keys, and seed for seed the same validation losses as in-process training,
+with the same live points streamed to the store while the tasks run;
 a task that kills its own worker process is a failed run with Ray's reason, retried only a
 bounded number of times; timeouts and cancellation stop the tasks.
 """
@@ -20,7 +21,7 @@ from airlab.executors.inprocess import InProcessExecutor
 from airlab.plan import resolve
 from airlab.settings import get_settings
 from airlab.spec import Arm, ExperimentSpec
-from airlab.store import Store
+from airlab.store import Store, load_live_points, load_live_progress
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'airlab[ray]')")
 
@@ -80,6 +81,14 @@ def test_ray_gives_the_same_runs_and_losses_as_in_process(local_ray: None, share
                      for r in counts.rows}
         if name == "ray":
             assert all(r["info"].get("executor") == "ray" for r in store.runs(counts.experiment_id))
+        # Live data: every executor's events reach the store while it runs; the live points
+        # are the stored curve, point for point, and each run's last heartbeat says done.
+        ids = [r["id"] for r in counts.rows]
+        live, beats = load_live_points(store, ids), load_live_progress(store, ids)
+        for i in ids:
+            curve = [(p["step"], p["val_loss"]) for p in store.curve(i)]
+            assert [(p["step"], p["val_loss"]) for p in live[i]] == curve and len(curve) == 3
+            assert beats[i]["phase"] == "done" and beats[i]["units"] > 0, (name, beats[i])
     assert got["ray"].keys() == got["local"].keys()
     for k, v in got["ray"].items():
         assert v == got["local"][k], k  # bitwise: the trainer is deterministic on CPU

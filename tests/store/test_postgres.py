@@ -18,7 +18,8 @@ import pytest
 
 from airlab.store import Store
 
-CONTRACT_MODULES = ("store/test_claims.py", "engine/test_store.py", "store/test_team_store.py")
+CONTRACT_MODULES = ("store/test_claims.py", "engine/test_store.py", "store/test_team_store.py",
+                    "store/test_live.py")
 
 
 def test_the_contract_tests_run_on_both_backends() -> None:

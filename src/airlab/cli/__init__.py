@@ -19,6 +19,7 @@ import typer
 
 from airlab.cli import calibrate as calibrate_group
 from airlab.cli import catalog, results
+from airlab.cli import dashboard as dashboard_group
 from airlab.cli import ideas as ideas_group
 from airlab.cli import llm as llm_group
 from airlab.cli import run as run_group
@@ -69,6 +70,7 @@ _COMMANDS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
 _COMMANDS.append((worker_group.worker, {}))
 _COMMANDS.append((calibrate_group.calibrate, {}))
 _COMMANDS += [(team_group.sprint, {}), (team_group.auto, {}), (team_group.leaderboard, {})]
+_COMMANDS.append((dashboard_group.dashboard, {}))
 for _fn, _kw in _COMMANDS:
     app.command(help=_flow(_fn.__doc__), **_kw)(_fn)
 app.add_typer(ideas_group.app, name="ideas")  # a group: `ideas` lists, `ideas show NAME`

@@ -119,6 +119,22 @@ class RichReporter:
         self.progress.stop()
 
 
+def run_reporter(title: str, tensorboard: str | None, store: Store) -> Any:
+    """The progress bars of a command that runs an experiment; with ``--tensorboard DIR``,
+    every run's events are also written as TensorBoard scalars while it trains."""
+    bars = RichReporter(title)
+    if not tensorboard:
+        return bars
+    from airlab.report.tensorboard import TensorBoardReporter
+
+    return TensorBoardReporter(bars, tensorboard, store)
+
+
+TENSORBOARD_HELP = ("Also write every run's curves and progress as TensorBoard events into "
+                    "DIR while it trains (tensorboard --logdir DIR; pip install "
+                    "'airlab[tensorboard]').")
+
+
 def print_error(e: Any) -> None:
     """One line on stderr; the message's own brackets are text, not Rich markup."""
     from rich.markup import escape

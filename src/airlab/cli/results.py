@@ -9,11 +9,11 @@ import typer
 from rich.table import Table
 
 from airlab.cli.common import (
-    RichReporter,
     console,
     executor,
     open_store,
     print_finished,
+    run_reporter,
     settings,
 )
 from airlab.errors import AirlabError
@@ -147,7 +147,8 @@ def decide(
 
 
 def decide_spec(s: Any, *, max_seeds: int, step: int, alpha: float, workers: int,
-                threads: int | None, timeout: float | None, retry_failed: bool = False) -> None:
+                threads: int | None, timeout: float | None, retry_failed: bool = False,
+                tensorboard: str | None = None) -> None:
     """`airlab decide` on a loaded spec (also `airlab run --until-decisive`)."""
     from airlab.decide import planned_spending, run_until_decisive
     from airlab.experiment import finish_experiment
@@ -173,7 +174,8 @@ def decide_spec(s: Any, *, max_seeds: int, step: int, alpha: float, workers: int
 
     with executor(workers, timeout, threads) as ex:
         d = run_until_decisive(s, store, ex, settings=settings(), max_seeds=max_seeds,
-                               step=step, alpha=alpha, reporter=RichReporter(s.name),
+                               step=step, alpha=alpha,
+                               reporter=run_reporter(s.name, tensorboard, store),
                                retry_failed=retry_failed,
                                on_result=after_run, on_look=on_look)
     assert d.analysis is not None  # at least one look

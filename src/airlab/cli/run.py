@@ -14,12 +14,14 @@ import typer
 from rich.table import Table
 
 from airlab.cli.common import (
+    TENSORBOARD_HELP,
     RichReporter,
     console,
     executor,
     open_store,
     print_error,
     print_finished,
+    run_reporter,
     settings,
 )
 from airlab.errors import AirlabError, did_you_mean
@@ -49,6 +51,8 @@ def run(
                                  "executing them; `airlab worker` processes run them."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto (this "
                                "machine's best); part of each run's key."),
+    tensorboard: str = typer.Option(None, "--tensorboard", metavar="DIR",
+                                    help=TENSORBOARD_HELP),
 ) -> None:
     """Run an experiment: arms x seeds, reusing finished runs; then print the result table."""
     from airlab.spec import library_specs
@@ -68,8 +72,15 @@ def run(
 
     s = with_device(s, device)  # auto resolved here, before any run key is computed
     if enqueue:
+        if tensorboard:
+            raise AirlabError("--tensorboard writes the runs this command trains; with "
+                              "--enqueue it trains none", "drop one of the two")
         _enqueue(s, retry_failed=retry_failed, fresh=fresh)
         return
+    if tensorboard:
+        from airlab.report.tensorboard import summary_writer_class
+
+        summary_writer_class()  # not installed: one line now, before any run
     if executor_kind == "local":  # the spec is good: start the workers' imports now
         from airlab.executors.local import warm_up
 
@@ -78,7 +89,8 @@ def run(
         from airlab.cli.results import decide_spec
 
         decide_spec(s, max_seeds=max_seeds, step=2, alpha=0.05, workers=workers,
-                    threads=threads, timeout=timeout, retry_failed=retry_failed)
+                    threads=threads, timeout=timeout, retry_failed=retry_failed,
+                    tensorboard=tensorboard)
         return
 
     from airlab.experiment import run_experiment
@@ -91,7 +103,8 @@ def run(
             console.print(f"archived the stored {s.name} as {archived}")
     t0 = time.perf_counter()
     with make_executor(executor_kind, workers, timeout, threads, ray_address=ray_address) as ex:
-        out = run_experiment(s, store, ex, settings=settings(), reporter=RichReporter(s.name),
+        out = run_experiment(s, store, ex, settings=settings(),
+                             reporter=run_reporter(s.name, tensorboard, store),
                              retry_failed=retry_failed)
     pre = out.prerequisites
     if pre is not None:

@@ -14,7 +14,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from airlab.cli.common import RichReporter, console, executor, open_store, settings
+from airlab.cli.common import (
+    TENSORBOARD_HELP,
+    console,
+    executor,
+    open_store,
+    run_reporter,
+    settings,
+)
 from airlab.errors import AirlabError
 
 PHASE_STYLE = {"ideas": "cyan", "design": "blue", "implementation": "magenta", "runs": "white",
@@ -23,12 +30,19 @@ PHASE_STYLE = {"ideas": "cyan", "design": "blue", "implementation": "magenta", "
 
 
 class _PhaseReporter:
+    def __init__(self, tensorboard: str | None = None, store: Any = None) -> None:
+        self.tensorboard, self.store = tensorboard, store
+        if tensorboard:
+            from airlab.report.tensorboard import summary_writer_class
+
+            summary_writer_class()  # not installed: one line now, before the first sprint
+
     def phase(self, sprint: str, phase: str, text: str) -> None:
         style = PHASE_STYLE.get(phase, "white")
         console.print(f"[{style}]{sprint} {phase:>14}[/] {text}", highlight=False)
 
     def runs(self, title: str) -> Any:
-        return RichReporter(title)
+        return run_reporter(title, self.tensorboard, self.store)
 
 
 def _options(items: list[str] | None) -> dict[str, Any]:
@@ -127,6 +141,8 @@ def sprint(
     llm_format: str = FORMAT,
     llm_cap: int = CAP,
     llm_timeout: float = TIMEOUT,
+    tensorboard: str = typer.Option(None, "--tensorboard", metavar="DIR",
+                                    help=TENSORBOARD_HELP),
 ) -> None:
     """One research sprint: ideas -> design -> implementation -> runs -> validation -> post,
     inside a time box, with the team's reasoning written beside the experiment's post."""
@@ -143,7 +159,7 @@ def sprint(
     if idea is not None or area is not None:
         _check_idea_args(idea, area, coder=model is not None)
     if replay:
-        _replay(store, s, replay, workers)
+        _replay(store, s, replay, workers, tensorboard)
         return
     session, number = SPRINT_SESSION, None
     if continue_:
@@ -154,7 +170,8 @@ def sprint(
     t0 = time.perf_counter()
     try:
         with executor(workers, None, None) as ex:
-            team = Team(store, s, ex, seed=seed, workers=workers, reporter=_PhaseReporter(),
+            team = Team(store, s, ex, seed=seed, workers=workers,
+                        reporter=_PhaseReporter(tensorboard, store),
                         options=_options(option), llm=model)
             out = team.sprint(session=session, number=number, minutes=minutes, idea=idea,
                               area=area, topic=topic, review=review, tokens=tokens)
@@ -172,7 +189,8 @@ def sprint(
                   f"artifacts in {out.folder}", highlight=False)
 
 
-def _replay(store: Any, s: Any, ref: str, workers: int) -> None:
+def _replay(store: Any, s: Any, ref: str, workers: int, tensorboard: str | None = None
+            ) -> None:
     """``airlab sprint --replay ID``: the sprint again from its stored answers."""
     from airlab.agents.replay import compare_sprints, find_sprint, replay_backend
     from airlab.agents.team import Team
@@ -189,7 +207,8 @@ def _replay(store: Any, s: Any, ref: str, workers: int) -> None:
     t0 = time.perf_counter()
     with executor(workers, None, None) as ex:
         team = Team(store, s, ex, seed=int(team0.get("seed", 0)), workers=workers,
-                    reporter=_PhaseReporter(), options=team0.get("options") or {}, llm=backend)
+                    reporter=_PhaseReporter(tensorboard, store),
+                    options=team0.get("options") or {}, llm=backend)
         # The original's seeds and budget (the Architect sizes them from the store, which has
         # grown since), so that the spec is the original's.
         out = team.sprint(session="replay", minutes=q.minutes, idea=q.idea, area=q.area,
@@ -265,6 +284,8 @@ def auto(
     llm_format: str = FORMAT,
     llm_cap: int = CAP,
     llm_timeout: float = TIMEOUT,
+    tensorboard: str = typer.Option(None, "--tensorboard", metavar="DIR",
+                                    help=TENSORBOARD_HELP),
 ) -> None:
     """The autonomous loop: sprint after sprint; winners are stacked (each part ablated out)
     and a recipe is kept as the best only after it holds on fresh seeds. Killed and started
@@ -285,7 +306,8 @@ def auto(
     t0 = time.perf_counter()
     try:
         with executor(workers, None, None) as ex:
-            team = Team(store, s, ex, seed=seed, workers=workers, reporter=_PhaseReporter(),
+            team = Team(store, s, ex, seed=seed, workers=workers,
+                        reporter=_PhaseReporter(tensorboard, store),
                         options=_options(option), llm=model)
             out = run_auto(team, session=session, sprints=sprints, hours=hours,
                            tokens=tokens, minutes=minutes, topic=topic)

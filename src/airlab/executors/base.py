@@ -35,6 +35,27 @@ DEADLINE_GRACE_S = 60.0
 
 
 EventSink = Callable[[Job, dict[str, Any]], None]
+"""``on_event(job, event)``: how an executor reports a run while it goes. The caller
+(``airlab.experiment.execute_claimed``) shows each event and writes it to the store's live
+tables (``airlab.store.live``), so an executor that forwards these dicts gets the progress bars,
+the live curves and the dashboard with nothing else to do. It may call the sink from any thread,
+but for one job in the order the run emitted them, and before it yields that job's result.
+
+The events, as ``airlab.run.trainer.train`` emits them (``UNIT`` is ``tokens`` or ``samples``,
+whichever the workload counts; every value a plain int, float or str):
+
+* ``{"type": "eval", "step", UNIT, "train_seconds", "flops", "val_loss", ... , "train_loss"}``:
+  one evaluation point, exactly the point that ends up in the run's stored curve (the first at
+  step 0; ``train_loss`` from the second on; other ``val_*`` metrics as the workload has them).
+* ``{"type": "step", "step", "progress", "loss", "lr", UNIT, "train_seconds"}``: a heartbeat,
+  about every 0.5 s of training; ``progress`` is the fraction of the budget spent (0..1).
+* ``{"type": "done", "step", "progress", UNIT, "train_seconds"}``: training ended (finished,
+  cut by a time box, or diverged: the result says which).
+* ``{"type": "started", "pid"}``: the run's process started (the local pool; optional).
+
+Other types may be sent and are ignored by the store. Nothing a run reports this way is
+believed as a result: the result comes back as the ``RunResult`` alone.
+"""
 
 
 class Executor(Protocol):

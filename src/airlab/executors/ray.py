@@ -14,6 +14,7 @@ module imports neither Ray nor torch.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,8 @@ from airlab.run.result import RunResult
 if TYPE_CHECKING:
     from airlab.settings import Settings
 
-POLL_S = 0.5  # how often a waiting run() checks timeouts (and lets Ctrl-C in)
+POLL_S = 0.5  # how often a waiting run() checks timeouts and events (and lets Ctrl-C in)
+SEND_EVERY_S = 0.5  # how often a task sends its buffered events to the driver
 
 
 def _ray() -> Any:
@@ -37,9 +39,47 @@ def _ray() -> Any:
     return ray
 
 
+class _EventSender:
+    """Sends a task's events to the driver's queue in batches, from a thread of its own, so
+    the training loop only appends to a list (a put is a round trip to the queue's actor)."""
+
+    def __init__(self, queue: Any, tag: int, every_s: float = SEND_EVERY_S) -> None:
+        self.queue, self.tag, self.every_s = queue, tag, every_s
+        self.buffer: list[tuple[int, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="airlab-events")
+        self.thread.start()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.buffer.append((self.tag, event))
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every_s):
+            self.send()
+
+    def send(self) -> None:
+        with self.lock:
+            items, self.buffer = self.buffer, []
+        if items:
+            try:
+                self.queue.put_nowait_batch(items)
+            except Exception:  # noqa: BLE001 - the driver is gone or its queue full: drop them
+                pass
+
+    def close(self) -> None:
+        """Send what is left before the task returns: its events reach the queue before its
+        result is ready."""
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.send()
+
+
 def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int,
-             stop_at: float | None = None) -> dict[str, Any]:
-    """The body of one Ray task: execute one run in the Ray worker process (never raises)."""
+             stop_at: float | None = None, events: Any = None, tag: int = 0) -> dict[str, Any]:
+    """The body of one Ray task: execute one run in the Ray worker process (never raises).
+    ``events``: a ``ray.util.queue.Queue`` the run's events go to, as ``(tag, event)``."""
     from airlab.run.execute import execute
     from airlab.settings import Settings
 
@@ -49,11 +89,30 @@ def run_task(config: dict[str, Any], settings: dict[str, Any], threads: int,
         torch.set_num_threads(max(1, threads))  # the CPUs Ray reserved for this task
     except ImportError:  # pragma: no cover - execute() reports the missing torch itself
         pass
+    sender = _EventSender(events, tag) if events is not None else None
     t0 = time.perf_counter()
-    result = execute(config, settings=Settings.from_dict(settings), on_event=None,
-                     stop_at=stop_at)
+    try:
+        result = execute(config, settings=Settings.from_dict(settings), on_event=sender,
+                         stop_at=stop_at)
+    finally:
+        if sender is not None:
+            sender.close()
     result.info.setdefault("worker_wall_seconds", time.perf_counter() - t0)
     return result.to_dict()
+
+
+def _forward_events(queue: Any, tags: dict[int, Job], on_event: EventSink) -> None:
+    """Hand every event waiting in the queue to ``on_event`` (a lost queue: none). Events of
+    an earlier call's task (cancelled before its last batch was read) are dropped."""
+    try:
+        n = queue.qsize()
+        items = queue.get_nowait_batch(n) if n else []
+    except Exception:  # noqa: BLE001 - the queue's actor died: the results still come
+        return
+    for tag, ev in items:
+        job = tags.get(tag)
+        if job is not None:
+            on_event(job, ev)
 
 
 def _describe(e: BaseException) -> str:
@@ -91,6 +150,8 @@ class RayExecutor:
         self._started_ray = False  # ray.shutdown() only a Ray this executor started
         self._remote: Any = None
         self._outstanding: dict[Any, Job] = {}  # ObjectRef -> job, while it runs
+        self._queue: Any = None  # the tasks' events come back through it (run with on_event)
+        self._next_tag = 0
 
     @property
     def workers(self) -> int:
@@ -123,9 +184,11 @@ class RayExecutor:
 
     def run(self, jobs: Iterable[Job], on_event: EventSink | None = None
             ) -> Iterator[tuple[Job, RunResult]]:
-        """Submit every job, then yield (job, result) as each task finishes. Events are not
-        streamed back from Ray tasks; ``on_event`` is not called. A job's ``stop_at`` (time
-        box) reaches the task; a task still going DEADLINE_GRACE_S past it is cancelled."""
+        """Submit every job, then yield (job, result) as each task finishes. With ``on_event``,
+        each task's events come back through a Ray queue (batched every 0.5 s) and reach
+        ``on_event`` on this thread, a job's events before its result. A job's ``stop_at``
+        (time box) reaches the task; a task still going DEADLINE_GRACE_S past it is
+        cancelled."""
         jobs = list(jobs)
         if not jobs:
             return
@@ -140,13 +203,20 @@ class RayExecutor:
         started: dict[Any, float] = {}
         timed_out: set[Any] = set()
         overran: set[Any] = set()  # cancelled for overrunning the time box
+        queue = self._event_queue() if on_event is not None else None
+        tags: dict[int, Job] = {}  # a task's events carry its tag, unique in this executor
         try:
             for job in jobs:
-                ref = task.remote(job.config, settings, threads, job.stop_at)
+                tag = self._next_tag
+                self._next_tag += 1
+                tags[tag] = job
+                ref = task.remote(job.config, settings, threads, job.stop_at, queue, tag)
                 self._outstanding[ref] = job
                 started[ref] = time.monotonic()
             while self._outstanding:
                 ready, _ = ray.wait(list(self._outstanding), num_returns=1, timeout=POLL_S)
+                if queue is not None and on_event is not None:
+                    _forward_events(queue, tags, on_event)
                 for ref in ready:
                     job = self._outstanding.pop(ref)
                     try:
@@ -174,6 +244,15 @@ class RayExecutor:
         finally:  # done, or the caller stopped early (Ctrl-C, an error): stop what is left
             self._cancel_outstanding()
             self._outstanding.clear()
+
+    def _event_queue(self) -> Any:
+        """The queue the tasks send their events to: one actor for the executor's life,
+        holding no CPU that a run could use."""
+        if self._queue is None:
+            from ray.util.queue import Queue
+
+            self._queue = Queue(actor_options={"num_cpus": 0})
+        return self._queue
 
     def _cancel_overdue(self, ray: Any, started: dict[Any, float], timed_out: set[Any],
                         overran: set[Any]) -> None:
@@ -205,6 +284,12 @@ class RayExecutor:
     def shutdown(self) -> None:
         """Cancel what is still running; stop Ray if this executor started it. Safe twice."""
         self._cancel_outstanding()
+        if self._queue is not None:
+            queue, self._queue = self._queue, None
+            try:
+                queue.shutdown(force=True)
+            except Exception:  # noqa: BLE001 - Ray already gone
+                pass
         if self._started_ray:
             self._started_ray = False
             self._remote = None

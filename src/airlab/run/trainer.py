@@ -249,7 +249,7 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                 sync_losses()
                 last_emit = now
                 emit({"type": "step", "step": step, "progress": min(1.0, done / total),
-                      "loss": loss_val, "lr": lr})
+                      "loss": loss_val, "lr": lr, unit: consumed, "train_seconds": train_s})
             if cut:
                 if done < total and (config.max_steps is None or step < config.max_steps):
                     break
@@ -270,7 +270,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
         done_units = train_s if by_time else consumed
         what = "seconds" if by_time else unit
         reason = (f"time box: stopped at {done_units:,.0f} of {total:,.0f} {what}")
-        emit({"type": "done", "step": step, "progress": min(1.0, done_units / total)})
+        emit({"type": "done", "step": step, "progress": min(1.0, done_units / total),
+              unit: consumed, "train_seconds": train_s})
         return RunResult("incomplete", reason, metrics, curve, info)
     if reason is None:
         trained = task.model
@@ -330,7 +331,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
                 metrics.update(pathology.sample_metrics(sample))
                 info["sample"] = {"prompt": sample.prompt, "text": sample.text,
                                   "seconds": time.perf_counter() - t0}
-    emit({"type": "done", "step": step, "progress": 1.0})
+    emit({"type": "done", "step": step, "progress": 1.0, unit: consumed,
+          "train_seconds": train_s})
     return RunResult("failed" if reason else "finished", reason, metrics, curve, info)
 
 
