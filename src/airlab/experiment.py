@@ -13,6 +13,7 @@ run again, and a row left 'running' by a killed airlab goes back to 'pending' on
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -521,16 +522,20 @@ def execute_claimed(store: Store, executor: Executor, *, owner: str,
                 for eid in ids:  # claims of processes that died on this host: free now
                     store.recover_interrupted(eid)
         finally:
+            # When an error is already on its way up (a full disk, a lost server), it is the one
+            # line the user reads; the same store refusing these writes too adds nothing to it
+            # (what stays claimed goes back to pending when its lease or process is gone).
+            say = log.debug if sys.exc_info()[0] is not None else log.warning
             if writer is not None:
                 try:  # the last points, before the claims go back
                     writer.close()
                 except Exception as e:  # noqa: BLE001 - a live view never fails the runs
-                    log.warning("live data not written: %s", e)
+                    say("live data not written: %s", e)
             for eid in ids:
                 try:  # Ctrl-C or an error: what we still hold goes back to pending for anyone
                     store.release_owned(eid, owner)
                 except Exception as e:  # noqa: BLE001 - never mask the error that got us here
-                    log.warning("could not release the runs of experiment %s: %s", eid, e)
+                    say("could not release the runs of experiment %s: %s", eid, e)
     return out
 
 

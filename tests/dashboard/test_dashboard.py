@@ -171,7 +171,10 @@ def test_a_running_experiment_grows_on_the_page_then_its_verdict_appears(
     spec = _spec(tmp_path, "live_sqlite", 1.6e5)  # runs of a few seconds: several flushes
     with dashboard() as url:
         _open(browser, url)
-        run = subprocess.Popen([*_airlab(), "run", str(spec), "--workers", "2"],
+        # One worker: a core stays free for the dashboard and the browser, whose updates must
+        # come several times within one run even on a loaded machine (with two workers they
+        # were once starved until the runs ended).
+        run = subprocess.Popen([*_airlab(), "run", str(spec), "--workers", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=_env())
         try:

@@ -12,7 +12,8 @@ from airlab.store import Store
 def test_team_view_on_a_read_only_store_shows_ideas_and_the_researchers_study(
         db_url: str) -> None:
     pytest.importorskip("optuna")
-    from airlab.agents.researcher import Researcher, study_name
+    from airlab.agents.researcher import Researcher
+    from airlab.agents.tuning import study_name
     from airlab.dashboard.team_view import STUDY_PREFIX, team_view
 
     assert study_name("muon").startswith(STUDY_PREFIX)  # the names the view recognises

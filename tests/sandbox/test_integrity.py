@@ -92,10 +92,14 @@ def _run(path: Path, workers: int = 2) -> tuple[Any, dict[str, list[dict[str, An
     exp = store.experiment(spec.name)
     assert exp is not None
     by_arm: dict[str, list[dict[str, Any]]] = {}
+    from airlab.store import load_live_points
+
     rows = store.runs(exp["id"])
     metrics = store.metrics([r["id"] for r in rows])
+    live = load_live_points(store, [r["id"] for r in rows])
     for r in rows:
-        r = {**r, "metrics": metrics[r["id"]], "curve": store.curve(r["id"])}
+        r = {**r, "metrics": metrics[r["id"]], "curve": store.curve(r["id"]),
+             "live": live[r["id"]]}
         by_arm.setdefault(r["arm"], []).append(r)
     store.close()
     return out, by_arm
@@ -122,6 +126,10 @@ def test_every_attack_is_measured_honestly_or_refused(tmp_path: Path) -> None:
         assert r["state"] == "finished", (arm, r["reason"])
         assert r["info"]["sandbox"] and "trusted harness" in r["info"]["measured_by"]
         assert set(r["info"]["generated_code"]) == {ARMS[arm][0]}
+
+    # The sandboxed runs streamed their points live as they were measured (the dashboard's).
+    pe_run = one["patched_eval"]
+    assert [p["val_loss"] for p in pe_run["live"]] == [p["val_loss"] for p in pe_run["curve"]]
 
     # Poison: its own arm trained at 0.3x the learning rate, so it is worse, not better.
     assert one["noop"]["metrics"]["val_loss"] > base["metrics"]["val_loss"] + 0.05

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STUDY_PREFIX = "airlab.idea."  # the Researcher's study names (agents.researcher.study_name)
+STUDY_PREFIX = "airlab.idea."  # the Researcher's study names (agents.tuning.study_name)
 
 
 def _finite(v: Any) -> Any:
@@ -39,12 +39,11 @@ def sprints_view(store: Store) -> dict[str, Any]:
     sprints = team_store.list_sprints(store)
     rows = []
     for r in sprints:
-        rec = r.get("record") or {}
-        rating = (rec.get("validation") or {}).get("rating")
-        rows.append({"session": r["session"], "number": r["number"], "kind": r["kind"],
-                     "idea": r.get("idea"), "experiment": r.get("experiment"),
-                     "phase": r["phase"], "status": r["status"], "rating": rating,
-                     "started_at": r["started_at"], "finished_at": r.get("finished_at")})
+        rating = r.record.validation.rating if r.record.validation is not None else None
+        rows.append({"session": r.session, "number": r.number, "kind": r.kind,
+                     "idea": r.idea, "experiment": r.experiment, "phase": r.phase,
+                     "status": r.status, "rating": rating, "started_at": r.started_at,
+                     "finished_at": r.finished_at})
     open_ = [r for r in rows if r["status"] == "open"]
     current = max(open_ or rows, key=lambda r: r["started_at"]) if rows else None
     return {"sessions": [{"name": s["name"], "seed": s["seed"], "updated_at": s["updated_at"],
@@ -54,9 +53,11 @@ def sprints_view(store: Store) -> dict[str, Any]:
 
 
 def leaderboard_view(store: Store) -> list[dict[str, Any]]:
-    from airlab.agents.team import leaderboard
+    from airlab.agents.loop import leaderboard
 
-    return [_finite(r) for r in leaderboard(store)]
+    return [_finite({"session": r.session, "recipe": r.name, "status": r.status,
+                     "parts": r.recipe.to_json(), "selection": r.selection,
+                     "confirmation": r.confirmation}) for r in leaderboard(store)]
 
 
 def ideas_view(store: Store) -> dict[str, Any]:

@@ -235,7 +235,8 @@ class _Session:
 
                 shutil.rmtree(sp.workdir, ignore_errors=True)
         self.emit({"type": "done", "step": self.batches,
-                   "progress": min(1.0, self.served / self.total)})
+                   "progress": min(1.0, self.served / self.total),
+                   self.m.unit: float(self.served), "train_seconds": self.train_s})
         if diverged is not None:
             return RunResult("failed", diverged, {}, self.curve, self._info())
         return self._result(violation, outcome)
@@ -430,10 +431,21 @@ class _Session:
         if now - self.last_emit < EMIT_EVERY_S:
             return
         self.last_emit = now
+        # The executors' event contract (executors/base.py: EventSink); the loss is what the
+        # training process reports (for a person watching; no stored figure comes from it).
         self.emit({"type": "step", "step": self.batches,
                    "progress": min(1.0, self.served / self.total),
                    "loss": self.reported_loss if self.reported_loss is not None else math.nan,
-                   "lr": math.nan, "loss_source": "reported by the training process"})
+                   "lr": math.nan, self.m.unit: float(self.served),
+                   "train_seconds": self._clock(now)})
+
+    def _clock(self, now: float) -> float:
+        """Training seconds so far on this process's clock (frozen intervals left out)."""
+        if self.phase == "setup":
+            return 0.0
+        if self.phase != "train":
+            return self.train_s
+        return max(0.0, now - self.t_go - self.frozen_s)
 
     def _check_cpu(self) -> None:
         allowed = self.threads * self.train_s * CPU_SLACK + CPU_SLACK_S
