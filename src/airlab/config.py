@@ -75,6 +75,11 @@ class TrainConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)  # technique options, e.g. prune_sparsity
     # sha256 (16 hex) of each used technique's module source: changed code is a new run.
     code: dict[str, str] = Field(default_factory=dict)
+    # Who measures the run: the trainer itself ("trainer"), or, for every run of a spec with
+    # generated technique files, the trusted harness (airlab.run.harness: the run trains in
+    # the sandbox on served batches and is evaluated and timed outside it). Part of the key,
+    # so runs measured one way never stand in for runs measured the other.
+    measured_by: Literal["trainer", "harness"] = "trainer"
 
     @model_validator(mode="before")
     @classmethod
@@ -137,7 +142,7 @@ _BOOL_FIELDS = {"latency", "save_model"}
 RESERVED_FIELDS = frozenset({
     "workload", "preset", "dataset", "seed", *BUDGET_UNITS, "device", "eval_points",
     "eval_tokens", "eval_split", "diverge_factor", "latency", "max_steps", "save_model",
-    "techniques", "code",
+    "techniques", "code", "measured_by",
 })
 
 
@@ -159,7 +164,7 @@ def _defaults() -> dict[str, Any]:
 
 
 TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields
-                     if f not in ("model", "techniques", "code"))
+                     if f not in ("model", "techniques", "code", "measured_by"))
 
 
 def config_key(d: dict[str, Any]) -> str:

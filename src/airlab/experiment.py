@@ -264,9 +264,9 @@ def enqueue(spec: ExperimentSpec, store: Store, *, settings: Settings | None = N
                           "run it with `airlab run` (workers share the store), or drop sweep:")
     plans = plan_module.plan_runs(spec, settings or get_settings())
     if spec.techniques:
-        from airlab.executors.sandboxed import uses_technique_files
+        from airlab.executors.sandboxed import measured_by_harness
 
-        if uses_technique_files(plans):
+        if measured_by_harness(plans):
             raise AirlabError(f"experiment '{spec.name}' runs generated code (technique files), "
                               "which trains in this machine's sandbox and is measured by the "
                               "process that plans it, not by shared workers",
@@ -296,11 +296,12 @@ def _execute(name: str, spec: ExperimentSpec, plans: Sequence[RunPlan], store: S
     todo = [r for r in rows if r["run_key"] not in (blocked or {})
             and (_claimable(r) or r["state"] == "incomplete")]  # a time box's cut: run again
     if spec.techniques:
-        from airlab.executors.sandboxed import SandboxedExecutor, uses_technique_files
+        from airlab.executors.sandboxed import SandboxedExecutor, measured_by_harness
 
-        if uses_technique_files(plans):
-            # A run of generated code trains in the sandbox and is measured by a process that
-            # never imports it; every other run of the spec imports no technique file at all.
+        if measured_by_harness(plans):
+            # Generated code trains in the sandbox and is measured by a process that never
+            # imports it; so is every other run of the spec, importing no technique file at
+            # all, so that the arms are measured the same way.
             executor = SandboxedExecutor(
                 settings, [Path(f) for f in spec.techniques],
                 workers=int(getattr(executor, "workers", 1) or 1),

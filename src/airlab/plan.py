@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # Fields that have their own argument in resolve() (budget=, dataset=, ...), never an option.
 _OWN_ARGUMENT = {"workload": "workload", "preset": "preset", "dataset": "dataset",
                  "seed": "seeds", **{u: "budget" for u in BUDGET_UNITS}}
-_LAB_SET = {"techniques", "code", "save_model"}  # written by the lab, not by a spec
+_LAB_SET = {"techniques", "code", "save_model", "measured_by"}  # the lab's, not a spec's
 _DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 _MAX_SEED = 2**63 - 1
 
@@ -282,7 +282,22 @@ def plan_runs(spec: ExperimentSpec, settings: Settings | None = None) -> list[Ru
                           budget=spec.budget, seed=seed, use=arm.use,
                           options={**spec.options, **arm.options, **chosen}, settings=settings)
             plans.append(RunPlan(spec.name, arm.name, seed, cfg))
+    if any(uses_file_technique(p.config) for p in plans):
+        # Generated code is measured by the harness; so is every other run of its experiment
+        # (each importing only the files its own config uses), so that the arms are compared
+        # measured the same way.
+        plans = [RunPlan(p.experiment, p.arm, p.seed,
+                         p.config.model_copy(update={"measured_by": "harness"}))
+                 for p in plans]
     return plans
+
+
+def uses_file_technique(config: TrainConfig) -> bool:
+    """Whether a config uses a technique registered from a technique file (generated code)."""
+    from airlab.techniques.base import FILE_MODULE_PREFIX, TECHNIQUES
+
+    return any(TECHNIQUES[n].module.startswith(FILE_MODULE_PREFIX + ".")
+               for n in config.techniques if n in TECHNIQUES)
 
 
 def load_spec_techniques(spec: ExperimentSpec, *, allow_unsafe: bool = False) -> list[str]:
@@ -316,7 +331,8 @@ def prerequisites(plans: list[RunPlan]) -> list[RunPlan]:
             tech = get_technique(name)
             if tech.prerequisite is None:
                 continue
-            pre = tech.prerequisite(p.config)
+            # A teacher is an ordinary run (no generated code), whoever measures its student.
+            pre = tech.prerequisite(p.config.model_copy(update={"measured_by": "trainer"}))
             key = pre.run_key
             if tech.prerequisite_option and p.config.options.get(tech.prerequisite_option) != key:
                 raise AirlabError(f"run of arm '{p.arm}' names a different {name} prerequisite "

@@ -163,8 +163,9 @@ def test_a_model_sprint_writes_a_technique_runs_it_and_replays(shared_data: Path
     runs = store.runs(store.experiment(rec["spec"]["name"])["id"])
     assert {r["arm"] for r in runs} == {"baseline", IDEA["name"]}
     assert all(r["state"] == "finished" for r in runs)
-    # The generated technique's runs trained in the sandbox; the baseline imported no file.
-    assert all(bool((r["info"] or {}).get("sandbox")) == (r["arm"] != "baseline") for r in runs)
+    # Every run is measured by the harness, in the sandbox; the baseline imported no file.
+    assert all((r["info"] or {}).get("sandbox") for r in runs)
+    assert all(bool(r["info"]["generated_code"]) == (r["arm"] != "baseline") for r in runs)
     # Committed to the lab's git repository, a branch per sprint.
     if shutil.which("git"):
         repo = get_settings().home / "techniques.git"

@@ -112,20 +112,32 @@ def test_every_attack_is_measured_honestly_or_refused(tmp_path: Path) -> None:
     one = {arm: rows[0] for arm, rows in runs.items()}
     base = one["baseline"]
 
-    # The baseline imported no generated file: it is the clean run, value for value.
+    # The baseline imported no generated file. Measured by the harness like the arms (so that
+    # they are compared measured the same way, and keyed so: never mistaken for the clean run),
+    # it is the clean baseline, value for value: the same counts, the same losses up to the
+    # float rounding of a traced graph against the eager model.
     clean_base = clean["baseline"][0]
-    assert base["run_key"] == clean_base["run_key"] and base["state"] == "finished"
-    assert not base["info"].get("sandbox") and not base["info"].get("generated_code")
-    for k in ("val_loss", "train_loss", "flops", "tokens", "params", "best_val_loss"):
+    assert base["state"] == "finished" and base["info"]["generated_code"] == {}
+    assert base["config"]["measured_by"] == "harness"
+    assert clean_base["config"]["measured_by"] == "trainer"
+    assert {**base["config"], "measured_by": "trainer"} == {**clean_base["config"],
+                                                            "measured_by": "trainer"}
+    assert base["run_key"] != clean_base["run_key"]
+    for k in ("flops", "tokens", "steps", "params", "model_bytes"):
         assert base["metrics"][k] == clean_base["metrics"][k], k
-    assert [p["val_loss"] for p in base["curve"]] == [p["val_loss"] for p in clean_base["curve"]]
+    for k in ("val_loss", "best_val_loss", "train_eval_loss"):
+        assert base["metrics"][k] == pytest.approx(clean_base["metrics"][k], abs=1e-5), k
+    assert [p["val_loss"] for p in base["curve"]] == pytest.approx(
+        [p["val_loss"] for p in clean_base["curve"]], abs=1e-5)
+    assert [(p["step"], p["flops"]) for p in base["curve"]] == [(p["step"], p["flops"])
+                                                                for p in clean_base["curve"]]
 
     # Runs of generated code are measured by the harness; their own figures are only kept.
     for arm in ("noop", "patched_eval", "fake_clock", "smuggled_prior"):
         r = one[arm]
         assert r["state"] == "finished", (arm, r["reason"])
         assert r["info"]["sandbox"] and "trusted harness" in r["info"]["measured_by"]
-        assert set(r["info"]["generated_code"]) == {ARMS[arm][0]}
+        assert set(r["info"]["generated_code"]) == {ARMS[arm][0]}  # its own file, no other
 
     # The sandboxed runs streamed their points live as they were measured (the dashboard's).
     pe_run = one["patched_eval"]
@@ -137,7 +149,7 @@ def test_every_attack_is_measured_honestly_or_refused(tmp_path: Path) -> None:
     # Patched evaluation: the evaluation happened elsewhere; training was untouched, so the
     # arm is the baseline's twin (the same seed, data and init) to float rounding.
     pe = one["patched_eval"]["metrics"]
-    assert pe["val_loss"] == pytest.approx(base["metrics"]["val_loss"], abs=1e-4)
+    assert pe["val_loss"] == pytest.approx(base["metrics"]["val_loss"], abs=1e-6)
     assert pe["val_loss"] > 2.0 and pe["implausible"] == 0
 
     # Fake clock and negative FLOPs: the FLOPs are the config's, the clock the parent's: no
@@ -194,7 +206,12 @@ def test_the_attacks_that_once_rated_publishable_are_not_credited(tmp_path: Path
 @pytest.mark.slow
 def test_a_second_core_is_refused(tmp_path: Path) -> None:
     """A thread doing matrix products beside training: the tree's CPU time exceeds what one
-    thread can use in the worker's wall time, and the run fails saying so."""
+    thread can use in the worker's wall time, and the run fails saying so. (On a loaded
+    machine the second thread may get no core of its own, and then it used none.)"""
+    import os
+
+    if (os.cpu_count() or 1) < 2 or os.getloadavg()[0] > 1.0:
+        pytest.skip("needs two idle cores: the second thread must get one of its own")
     arms = {"extra_cores": ("file_extra_cores", "extra_cores.py")}
     _, runs = _run(_spec(tmp_path, "cores", arms, tokens=262144, seeds=[42]), workers=1)
     r = runs["extra_cores"][0]

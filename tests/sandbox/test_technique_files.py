@@ -143,9 +143,11 @@ def test_a_spec_with_technique_files_runs_in_the_sandbox(tmp_path: Path) -> None
     assert len(rows) == 6 and out.runs.failed == 2
     for arm in ("baseline", "shrink"):
         assert [r["state"] for r in by_arm[arm]] == ["finished", "finished"], by_arm[arm]
-    # Only the runs that use a technique file run it (in the sandbox); the baseline imports none.
-    assert all(r["info"].get("sandbox") for r in by_arm["shrink"])
-    assert not any(r["info"].get("sandbox") for r in by_arm["baseline"])
+    # Every run is measured by the harness (in the sandbox); each imports only its own files.
+    assert all(r["info"]["generated_code"] == {"file_shrink_init": file_digest(
+        folder / "techniques" / "shrink.py")} for r in by_arm["shrink"])
+    assert all(r["info"]["sandbox"] and r["info"]["generated_code"] == {}
+               for r in by_arm["baseline"])
     for r in by_arm["escape"]:
         assert r["state"] == "failed" and "Network is unreachable" in r["reason"], r["reason"]
         assert "\n" not in r["reason"]

@@ -4,14 +4,14 @@ is measured by a process that never imports it.
 A spec may name technique files (``techniques: [file.py]``; the Coder writes them). Each run
 imports only the code its own config uses:
 
-- a run whose techniques include one from a file trains in a sandbox
+- every run of such a spec is measured the same way: it trains in a sandbox
   (:mod:`airlab.run.child` under :func:`airlab.sandbox.start_sandboxed`: no network, no
   dataset, a read-only view of Python, the airlab source and that run's own technique files,
-  tmpfs folders of a fixed size, an unprivileged user, limits on the whole process tree). Its
-  worker — a fork of the warm zygote that imports no technique file — serves it its batches,
-  keeps its clock and evaluates the models it hands over (:mod:`airlab.run.harness`);
-- every other run of the spec (the baseline first of all) is an ordinary run of the pool: no
-  technique file is imported anywhere near it, so its result is the clean run's.
+  tmpfs folders of a fixed size, an unprivileged user, limits on the whole process tree),
+  importing only the technique files its own config uses (the baseline: none). Its worker — a
+  fork of the warm zygote that imports no technique file — serves it its batches, keeps its
+  clock and evaluates the models it hands over (:mod:`airlab.run.harness`). Their configs say
+  ``measured_by: harness`` (part of the key), so they never stand in for ordinary runs.
 
 Runs share the pool's slots, events and failure handling (:class:`LocalExecutor`). The code is
 stored with its hash: each file is copied to ``<home>/techniques/<sha16>.py``
@@ -64,12 +64,9 @@ def store_code(home: Path, path: Path) -> Path:
     return dest
 
 
-def uses_technique_files(plans: Sequence[Any]) -> bool:
-    """Whether any plan's config uses a technique registered from a technique file."""
-    from airlab.techniques.base import FILE_MODULE_PREFIX, TECHNIQUES
-
-    return any(TECHNIQUES[n].module.startswith(FILE_MODULE_PREFIX + ".")
-               for p in plans for n in p.config.techniques if n in TECHNIQUES)
+def measured_by_harness(plans: Sequence[Any]) -> bool:
+    """Whether any plan is measured by the harness (its spec runs generated code)."""
+    return any(p.config.measured_by == "harness" for p in plans)
 
 
 class SandboxedExecutor(LocalExecutor):
@@ -100,7 +97,7 @@ class SandboxedExecutor(LocalExecutor):
     def _payload(self, job: Job) -> dict[str, Any]:
         payload = super()._payload(job)
         files = self.files_for(job.config)
-        if files:
+        if files or job.config.get("measured_by") == "harness":
             from airlab.techniques import get_technique
 
             deploys = any(get_technique(t).deploys for t in job.config.get("techniques", ()))
@@ -175,4 +172,4 @@ def check_technique_file(path: Path | str, *, settings: Settings | None = None,
 
 
 __all__ = ["CHECK_LIMITS", "SandboxedExecutor", "TechniqueCheck", "check_technique_file",
-           "store_code", "uses_technique_files"]
+           "measured_by_harness", "store_code"]

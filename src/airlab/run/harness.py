@@ -246,28 +246,28 @@ class _Session:
         reader = FrameReader(sp.results, MAX_PAYLOAD)
         handlers = {"ckpt": self._ckpt, "batch": self._batch, "progress": self._progress,
                     "final": self._final, "end": self._end}
-        last_watch = 0.0
+        last_watch = time.monotonic()
         while self.phase != "ended":
-            now = time.monotonic()
-            if now - last_watch >= WATCH_S:
-                last_watch = now
-                if sp.check() is not None:
-                    return  # killed by a limit; its reason is the result's
-                # (A run that overruns its time box: the executor kills this worker, and the
-                # sandbox dies with it.)
             try:
                 frame = reader.poll(WATCH_S)
             except EOFError:
                 return
             except HandoverError as e:
                 raise Violation(f"a malformed message: {e}") from None
-            if frame is None:
-                continue
-            header, parts = frame
-            handler = handlers.get(header["t"])
-            if handler is None:
-                raise Violation(f"an unknown message '{str(header['t'])[:40]}'")
-            handler(header, parts)
+            if frame is not None:
+                header, parts = frame
+                handler = handlers.get(header["t"])
+                if handler is None:
+                    raise Violation(f"an unknown message '{str(header['t'])[:40]}'")
+                handler(header, parts)
+            # The watch over the tree after the reply, while the child computes its step: a
+            # batch asked for never waits for a scan of /proc. (A run that overruns its time
+            # box: the executor kills this worker, and the sandbox dies with it.)
+            now = time.monotonic()
+            if now - last_watch >= WATCH_S:
+                last_watch = now
+                if sp.check() is not None:
+                    return  # killed by a limit; its reason is the result's
 
     def _reply(self, header: dict[str, Any], parts: dict[str, bytes] | None = None) -> None:
         """Write a reply without ever blocking on a child that stopped reading."""
