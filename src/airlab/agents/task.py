@@ -90,13 +90,15 @@ def base_experiment(spec: str | Path | None = None, *, workload: str | None = No
     explicit_budget = "budget" in data
     if not explicit_budget:  # checked with a placeholder; the session gives the amount
         data["budget"] = {_unit(str(data.get("workload") or "charlm")): 1.0}
-    for key in data:
-        if key not in BASE_FIELDS:
+    from airlab.spec import ExperimentSpec
+
+    for key in data:  # a field no spec knows gets check's own error, with a suggestion
+        if key in ExperimentSpec.model_fields and key not in BASE_FIELDS:
             where = f"{source}:{lines[(key,)]}" if (key,) in lines else source
             raise AirlabError(f"{where}: {key}: a base experiment gives the team its problem "
                               f"(workload, preset, dataset, budget, options, seeds); the team "
-                              f"designs the {key}", f"remove {key} (or run the experiment with "
-                              "`airlab run`)")
+                              f"designs the {key}", f"remove {key}, or run the experiment "
+                              "with `airlab run`")
     got, problems = spec_problems(data, source, lines)
     if got is not None and got.dataset and got.dataset.startswith(FILE_PREFIX):
         try:
