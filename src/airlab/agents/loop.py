@@ -118,8 +118,9 @@ def run_auto(team: Team, *, session: str, sprints: int | None = None,
     asked, in order, for the next sprint. The task is the team's (``team.lab.task``);
     ``tokens``: the budget per run in its unit (default: 400k tokens, 30k samples);
     ``transfer``: the dataset recipes are transferred to ("auto": ``default_transfer``,
-    None: none). When the budget is spent and the current recipe's transfer is not measured
-    yet, its transfer sprints still run (at most two), so the session's best is measured."""
+    None: none). Transfer sprints get the whole time box even near the session's end; when
+    the budget is spent and the current recipe's transfer is not measured yet, its transfer
+    sprints still run (at most two), so the session's best is measured."""
     if sprints is None and hours is None:
         raise AirlabError("auto needs a budget", "give --sprints N or --hours H")
     lab, store = team.lab, team.lab.store
@@ -183,9 +184,11 @@ def run_auto(team: Team, *, session: str, sprints: int | None = None,
         if open_rows:
             r = open_rows[0]
             out = team.run(r.record.request, session=session, number=r.number,
-                           session_end=session_end)
+                           session_end=None if r.kind == "transfer" else session_end)
         else:
             req = req or next_sprint(state, plan, policy)
+            if req.kind == "transfer":  # measured whole: a transfer cut short says nothing
+                session_end = None
             box = minutes if session_end is None \
                 else max(1.0, min(minutes, (session_end - time.time()) / 60))
             out = team.run(dataclasses.replace(req, minutes=box, topic=topic),

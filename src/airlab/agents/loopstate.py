@@ -208,8 +208,9 @@ def default_target(lab: Lab, task: Task, amount: float, seeds: Sequence[int]
 
 def holds(res: ArmResult | None) -> bool:
     """Whether a recipe holds against the default configuration (a confirmation, a transfer):
-    it wins there and its time-to-target interval lies above 1."""
-    return res is not None and res.wins and res.ci_low is not None and res.ci_low > 1
+    it wins there (``validator.arm_wins``) and its time-to-target interval, when it has one,
+    lies above 1."""
+    return res is not None and res.wins and (res.ci_low is None or res.ci_low > 1)
 
 
 def parts_of(ctx: SprintContext) -> tuple[Part, ...]:
@@ -232,7 +233,9 @@ def transfer_label(entry: RecipeEntry) -> str:
         return f"holds only at {where}"
     good = [label[k] for k, v in ok.items() if v]
     bad = [label[k] for k, v in ok.items() if not v]
-    failed = [label[k] for k, v in entry.transfer.items() if "holds" not in v]
+    unknown = [f"{label[k]}: not measured ("
+               + (f"{v['incomplete']}" if v.get("incomplete") else "the sprint failed") + ")"
+               for k, v in entry.transfer.items() if "holds" not in v]
     text = f"holds at {where}" + "".join(f" and at {g}" for g in good)
     text += "".join(f"; not at {b}" for b in bad)
-    return text + "".join(f"; {f}: not measured (the sprint failed)" for f in failed)
+    return text + "".join(f"; {u}" for u in unknown)

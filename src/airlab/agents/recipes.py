@@ -261,8 +261,13 @@ class Transfer:
                                      "label": rec.request.task.label(rec.request.tokens)}
             return
         res = rec.validation.arms.get(VERSUS[0]) if rec.validation is not None else None
-        ok = holds(res)
-        figures = {**_figures(row, res), "holds": ok}
+        figures = _figures(row, res)
+        pairs = len(figures["seeds"])
+        if res is None or res.n < pairs:  # runs cut by the box: not measured, not a failure
+            figures["incomplete"] = f"{res.n if res else 0} of {pairs} seed pairs finished"
+            entry.transfer[where] = figures
+            return
+        ok = figures["holds"] = holds(res)
         entry.transfer[where] = figures
         if not ok:
             for idea in entry.recipe.parts or ():

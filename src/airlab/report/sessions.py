@@ -116,7 +116,7 @@ def compare_md(curves: Sequence[SessionCurve]) -> str:
         cells = []
         for c in curves:
             b = c.best_at(h)
-            cells.append("-" if h > c.hours + 1e-9 else
+            cells.append("-" if h > round(c.hours, 3) else
                          "1x" if b is None else f"{b.ratio:.2f}x")
         lines.append(f"| {h:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
