@@ -249,7 +249,7 @@ def test_two_sessions_compared_best_confirmed_ratio_against_sprint_hours(
     assert "3.50x [3.00, 4.50] (3/3 pairs)" in text and "1.60x" in text
     assert "random" in text and "team" in text
     md = (out / "compare.md").read_text()
-    assert "| 0.10 | 2.00x | 1.60x |" in md and "| 0.20 | 3.50x | - |" in md
+    assert "| 0.100 | 2.00x | 1.60x |" in md and "| 0.200 | 3.50x | - |" in md
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     p = subprocess.run(AIRLAB + ["leaderboard", "--compare", "team", "nope"],
                        capture_output=True, text=True, timeout=60)

@@ -260,9 +260,15 @@ def session_plot(series: Sequence[dict[str, Any]],
             ax.errorbar([h], [g], yerr=err, fmt="o", color=color, ms=4, capsize=3)
             top = max(top, hi if hi is not None else g)
         top = max(top, *s["y"])
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")
     ax.set_ylim(0.8, top * 1.5)
+    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 50, 100) if t <= top * 1.5]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("sprint hours")
     ax.set_ylabel("time to the default's quality: default / recipe")
     ax.grid(alpha=0.3)

@@ -118,7 +118,7 @@ def compare_md(curves: Sequence[SessionCurve]) -> str:
             b = c.best_at(h)
             cells.append("-" if h > round(c.hours, 3) else
                          "1x" if b is None else f"{b.ratio:.2f}x")
-        lines.append(f"| {h:.2f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {h:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
