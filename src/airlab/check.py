@@ -373,17 +373,35 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def measured_throughput(store: Any, workload: str, preset: str, dataset: str
+# What a run's training speed depends on beyond the machine: a rate is measured over finished
+# runs whose resolved configuration has these fields equal (the model's fields included, so
+# `--option n_layer=1` on the tiny preset is not timed by runs of the full preset).
+THROUGHPUT_FIELDS = ("workload", "preset", "dataset", "model", "batch_size", "precision",
+                     "device", "techniques")
+
+
+def throughput_key(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a resolved configuration its throughput is matched on (JSON-plain)."""
+    import json
+
+    return json.loads(json.dumps({k: (list(v) if isinstance(v, tuple) else v)
+                                  for k in THROUGHPUT_FIELDS
+                                  if (v := config.get(k)) is not None or k == "model"},
+                                 default=str))
+
+
+def measured_throughput(store: Any, config: Mapping[str, Any] | TrainConfig
                         ) -> tuple[float, int] | None:
-    """Median units/s of finished runs of the same workload, preset and dataset in a store
-    (its experiments / runs / metrics API), with how many runs it used; None if none."""
-    unit = workload_unit(workload)
+    """Median units/s of the finished runs in a store (its experiments / runs / metrics API)
+    whose resolved configuration matches ``config`` on :data:`THROUGHPUT_FIELDS`, with how
+    many runs it used; None if none."""
+    cfg = config.model_dump(mode="json") if isinstance(config, TrainConfig) else dict(config)
+    want = throughput_key(cfg)
+    unit = workload_unit(str(cfg.get("workload", "charlm")))
     rates: list[float] = []
     for exp in store.experiments():
         rows = [r for r in store.runs(exp["id"]) if r.get("state") == "finished"
-                and (r.get("config") or {}).get("preset") == preset
-                and (r.get("config") or {}).get("dataset") == dataset
-                and (r.get("config") or {}).get("workload") == workload]
+                and throughput_key(r.get("config") or {}) == want]
         if not rows:
             continue
         for m in store.metrics([r["id"] for r in rows]).values():
@@ -417,12 +435,12 @@ def plan_summary(spec: ExperimentSpec, store: Any = None,
     found = None
     if store is not None:
         try:
-            found = measured_throughput(store, c0.workload, c0.preset, c0.dataset)
+            found = measured_throughput(store, c0)
         except Exception as e:  # a store that cannot be read must not stop a check
             notes.append(f"note: throughput not read from the store ({type(e).__name__})")
     if found:
         rate, n = found
-        source = f"median of {n} finished runs in the store"
+        source = f"median of {n} finished runs of this configuration in the store"
     else:
         rate, source = DEFAULT_THROUGHPUT.get(unit, 10_000.0), "assumed default, no runs measured"
     per_run: float | None
@@ -447,5 +465,6 @@ def plan_summary(spec: ExperimentSpec, store: Any = None,
 
 __all__ = ["ArmPlan", "BUDGET_UNITS", "PlanSummary", "budget_units", "check_file", "check_spec",
            "load_checked", "measured_metrics", "measured_throughput", "metric_direction",
+           "throughput_key",
            "plan_summary",
            "workload_unit"]

@@ -18,7 +18,7 @@ import pytest
 
 from airlab.agents.coder import merge
 from airlab.agents.kinds import LoopPlan, LoopState, default_target, is_base, speed_ideas
-from airlab.agents.loop import leaderboard, next_sprint, replay
+from airlab.agents.loop import best_recipe, leaderboard, next_sprint, replay
 from airlab.agents.team import Team
 from airlab.settings import get_settings
 from airlab.spec import Arm
@@ -42,7 +42,7 @@ DEFAULT = default_arm()
 
 def _next(team: Team, st: LoopState, seeds: list[int], tokens: float, left: int | None
           ) -> tuple[str, Any]:
-    req = next_sprint(st, LoopPlan(team.lab, tuple(seeds), left))
+    req = next_sprint(st, LoopPlan(team.lab, tuple(seeds), left, None, tokens))
     return req.kind, req
 
 
@@ -162,7 +162,8 @@ def test_the_loop_stacks_two_winners_then_confirms_then_builds_on_the_recipe() -
                  _explore("short_warmup", [], {"warmup_steps": 20}, True, 1.3), "short_warmup")
     kind, kw = _next(team, replay(store, sess), [0, 1, 2], 4000, left=5)
     assert kind == "stack" and sorted(p.idea for p in kw.parts) == ["rope", "short_warmup"]
-    stack_rec = {"kind": "stack", "proposal": {"kind": "stack", "summary": "",
+    stack_rec = {**SprintRecord(kw, 0.0).to_json(),
+                 "kind": "stack", "proposal": {"kind": "stack", "summary": "",
                                                "parts": [p.to_json() for p in kw.parts]},
                  "spec": {"arms": [{"name": "stack", "use": ["rope"],
                                     "options": {"warmup_steps": 20}}], "seeds": [0, 1, 2]},
@@ -186,8 +187,39 @@ def test_the_loop_stacks_two_winners_then_confirms_then_builds_on_the_recipe() -
     board = leaderboard(store, sess)
     assert board[0].status == "confirmed"
     assert board[0].selection["ratio"] == 2.0 and board[0].confirmation["ratio"] == 1.8
+    assert best_recipe(board) is None  # not the session's best before its transfer
+    # Its transfer: at 4x the session's budget, then on the transfer dataset, fresh seeds.
+    plan = LoopPlan(team.lab, (0, 1, 2), 5, None, 4000.0, "pydoc")
+    req = next_sprint(st, plan)
+    assert (req.kind, req.transfer, req.tokens) == ("transfer", "budget", 16000.0)
+    assert set(req.seeds or ()).isdisjoint({0, 1, 2, *kw.seeds})
+    _done_sprint(store, sess, 6, "transfer", _transfer(req, 2.1, 1.4))
+    req = next_sprint(replay(store, sess), plan)
+    assert (req.kind, req.transfer, req.task.dataset) == ("transfer", "dataset", "pydoc")
+    _done_sprint(store, sess, 7, "transfer", _transfer(req, 1.1, 0.8))
+    board = leaderboard(store, sess)
+    assert board[0].confirmation["holds"] == (
+        "holds at 4k tokens on pycode and at 16k tokens on pycode; not at 4k tokens on pydoc")
+    assert best_recipe(board) == board[0]
+    st = replay(store, sess)
+    parts = board[0].recipe.parts or ()
+    assert sorted(parts) == ["rope", "short_warmup"]
+    assert st.not_transferred == {  # the parts of a recipe that did not hold everywhere
+        p: "recipe rope+short_warmup did not hold at 4k tokens on pydoc" for p in parts}
     kind, kw = _next(team, st, [0, 1, 2], 4000, left=5)
     assert kind == "explore" and kw.base.use == ("rope",)  # new ideas on the recipe
+    assert dict(kw.discount) == st.not_transferred  # the Researcher is told
+
+
+def _transfer(req: Any, ratio: float, lo: float) -> dict[str, Any]:
+    """A stored transfer sprint of ``req`` whose recipe arm came out at ``ratio`` [lo, ...]."""
+    d = SprintRecord(req, 0.0).to_json()
+    return {**d, "proposal": {"kind": "transfer", "summary": "",
+                              "parts": [p.to_json() for p in req.parts]},
+            "spec": {"arms": [{"name": "recipe"}], "seeds": list(req.seeds),
+                     "budget": {"tokens": req.tokens}, "dataset": req.task.dataset},
+            "validation": {"arms": {"recipe": {"wins": lo > 1, "ratio": ratio, "ci_low": lo,
+                                               "ci_high": ratio + 1, "reached": 3, "n": 3}}}}
 
 
 def test_an_arm_faster_to_the_target_wins_unless_its_quality_is_worse() -> None:
@@ -242,25 +274,24 @@ def test_an_idea_whose_values_the_base_already_has_is_the_base() -> None:
     assert not is_base(team.lab, "small_batch", {"batch_size": 6}, default)
 
 
-def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
-        shared_data: Path) -> None:
+def test_the_target_on_a_recipe_is_the_default_configurations_mean_final() -> None:
     """Explore sprints on a recipe declare the default configuration's quality (its stored
-    finals at the session's budget and seeds) as the time-to-target value."""
-    from airlab.agents.knowledge import MinimumExperiment
+    finals on the session's task, budget and seeds) as the time-to-target value."""
     from airlab.executors.local import LocalExecutor
     from airlab.experiment import run_experiment
     from airlab.spec import ExperimentSpec
+    from airlab.store.records import Task
 
     s = get_settings()
     store = Store(s.db_url)
     ex = LocalExecutor(2, settings=s)
-    me = MinimumExperiment()  # charlm, tiny, shakespeare, no options: the default's own
+    task = Task()  # charlm tiny on pycode, the team's default task
     try:
         team = Team(store, s, ex, seed=0, options=TINY)
-        assert default_target(team.lab, me, 3000, [0, 1]) is None  # nothing stored yet
+        assert default_target(team.lab, task, 3000, [0, 1]) is None  # nothing stored yet
         spec = ExperimentSpec.model_validate({
             "name": "defaults", "workload": "charlm", "preset": "tiny",
-            "dataset": "shakespeare", "budget": {"tokens": 3000}, "options": TINY,
+            "dataset": "pycode", "budget": {"tokens": 3000}, "options": TINY,
             "baseline": {"name": "default"}, "arms": [], "seeds": [0, 1]})
         run_experiment(spec, store=store, settings=s, executor=ex)
     finally:
@@ -268,8 +299,9 @@ def test_the_target_on_a_recipe_is_the_default_configurations_mean_final(
     exp = store.experiment("defaults")
     finals = store.metrics([r["id"] for r in store.runs(exp["id"])])
     want = sum(m["val_loss"] for m in finals.values()) / 2
-    assert default_target(team.lab, me, 3000, [0, 1]) == pytest.approx(want)
-    assert default_target(team.lab, me, 3000, [0, 1, 2]) is None  # seed 2 was never run
+    assert default_target(team.lab, task, 3000, [0, 1]) == pytest.approx(want)
+    assert default_target(team.lab, task, 3000, [0, 1, 2]) is None  # seed 2 was never run
+    assert default_target(team.lab, Task(dataset="pydoc"), 3000, [0, 1]) is None  # other task
 
 
 def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:

@@ -154,6 +154,25 @@ def test_pycode_encode_maps_rare_characters_to_replacement():
     assert load_text("pycode") is corpus  # memoised within the process
 
 
+def test_pydoc_offline_english_split_by_topic_and_stable():
+    from pydoc_data.topics import topics
+
+    corpus = load_text("pydoc")
+    assert corpus.name == "pydoc" and corpus.vocab[0] == corpus.unknown == "\ufffd"
+    n = corpus.train.numel() + corpus.val.numel()
+    assert 300_000 < n < 700_000
+    assert 0.09 < corpus.val.numel() / n < 0.3  # whole topics, at least 10 %
+    train, val = _files(corpus, corpus.train), _files(corpus, corpus.val)
+    assert sorted(train + val) == sorted(topics) and not set(train) & set(val)
+    assert val == sorted(topics)[len(train):]  # the last topics in sorted order
+    assert "statement" in corpus.decode(corpus.train[:5000])  # English prose, not code
+    assert "pydoc_data.topics" in corpus.source
+    clear_caches()
+    again = load_text("pydoc")
+    assert again.sha256 == corpus.sha256 and torch.equal(again.val, corpus.val)
+    assert load_text("pycode").sha256 != corpus.sha256
+
+
 # ---------------------------------------------------------------- file:PATH
 
 
@@ -211,4 +230,4 @@ def test_unknown_name_suggests_close_match():
     assert "file:PATH" in str(info.value)
     with pytest.raises(AirlabError, match="vision dataset"):
         load_text("mnist")
-    assert set(TEXT_CORPORA) == {"pycode", "shakespeare"}
+    assert set(TEXT_CORPORA) == {"pycode", "pydoc", "shakespeare"}

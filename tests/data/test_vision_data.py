@@ -232,6 +232,7 @@ def test_describe_datasets(tmp_path):
     by_name = {row["name"]: row for row in rows}
     assert set(by_name) == {
         "pycode",
+        "pydoc",
         "shakespeare",
         "file:PATH",
         "digits",

@@ -213,22 +213,32 @@ def test_plan_summary_lists_arms_diffs_budget_and_time(tmp_path: Path) -> None:
 
 
 def test_plan_summary_uses_throughput_measured_in_the_store(tmp_path: Path) -> None:
+    """The rate is the median over finished runs of the baseline's resolved configuration:
+    runs of another configuration (an arm's switches, other model fields) do not count."""
     from airlab.store import Store
 
     spec = load_checked(write(tmp_path, GOOD))
     store = Store(f"sqlite:///{tmp_path / 'lab.db'}")
     eid = store.upsert_experiment("earlier", spec.to_dict())
-    plans = plan_runs(spec)
+    wide = spec.model_copy(update={"seeds": [1, 2, 3]})
+    plans = [p for p in plan_runs(wide) if p.arm == "base"]
     rows = store.ensure_runs(eid, [(p.arm, p.seed, p.run_key, p.config.to_dict())
-                                   for p in plans[:3]])
+                                   for p in plans])
     for row, rate in zip(rows, (1000.0, 3000.0, 2000.0), strict=True):
         store.finish(row["id"], "finished", None, {"tokens_per_s": rate}, [], {})
-    other = store.ensure_runs(eid, [(p.arm, p.seed, p.run_key, p.config.to_dict())
-                                    for p in plans[3:4]])
-    store.finish(other[0]["id"], "failed", "diverged", {"tokens_per_s": 9e9}, [], {})
+    rope = next(p for p in plan_runs(spec) if p.arm == "rope")
+    small = spec.model_copy(update={"options": {"n_layer": 1}, "seeds": [9]})
+    other = store.ensure_runs(eid, [(rope.arm, rope.seed, rope.run_key, rope.config.to_dict()),
+                                    *((p.arm, p.seed, p.run_key, p.config.to_dict())
+                                      for p in plan_runs(small) if p.arm == "base")])
+    for row in other:  # another configuration: the rope arm, the preset with one layer
+        store.finish(row["id"], "finished", None, {"tokens_per_s": 9e9}, [], {})
+    failed = store.ensure_runs(eid, [(p.arm, 7, p.run_key + "x", p.config.to_dict())
+                                     for p in plans[:1]])
+    store.finish(failed[0]["id"], "failed", "diverged", {"tokens_per_s": 9e9}, [], {})
     s = plan_summary(spec, store)
     assert s.throughput == 2000.0  # the median of the finished runs; the failed one is ignored
-    assert "3 finished runs" in s.throughput_source
+    assert "3 finished runs of this configuration" in s.throughput_source
     assert s.est_seconds == pytest.approx(6 * 5000 / 2000.0)
     store.close()
 

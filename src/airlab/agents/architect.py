@@ -10,7 +10,10 @@ It decides three things and writes down why:
   reached pairs) and no more than fit the time box;
 * **budget**: the idea's own budget (or the session's), cut so that the runs still to do fit
   the sprint's time box at the throughput measured on this machine (median of stored runs of
-  the same workload, preset and dataset; a short probe run when the store has none).
+  the same resolved configuration, model fields included: ``check.measured_throughput``; a
+  short probe run when the store has none).
+
+Budgets count the workload's unit: tokens for charlm, samples for vision.
 
 The spec it returns passes ``check_spec`` (the same checks as `airlab check`).
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airlab.errors import AirlabError
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 
 MIN_SEEDS = 3  # the time-to-target interval needs 3 reached seed pairs
 MAX_SEEDS = 8
-MIN_TOKENS = 30_000  # below this a charlm run says little about the idea
+# Below this a run says little about the idea: 30k characters of text; 2,000 images.
+MIN_BUDGET = {"tokens": 30_000.0, "samples": 2_000.0}
 RUN_OVERHEAD_S = 4.0  # per run: fork, model build, final evaluation and sample (measured: bench)
 EVAL_SHARE = 0.12  # evaluation time as a share of training time at the default eval settings
 BOX_SHARE = 0.80  # of the time box given to runs (the rest: design, analysis, post, slack)
@@ -48,6 +52,7 @@ class Design:
     runs_to_do: int
     estimate_s: float  # wall time the runs should take with the workers given
     notes: list[str]
+    versus: list[list[str]] = field(default_factory=list)  # arm pairs compared head to head
 
     def record(self) -> DesignRecord:
         """What the sprint keeps of it beside the spec: the reasons and the estimate."""
@@ -55,7 +60,7 @@ class Design:
 
         return DesignRecord(self.seeds_reason, self.budget_reason, self.throughput,
                             self.throughput_source, self.runs_to_do, self.estimate_s,
-                            list(self.notes))
+                            list(self.notes), [list(v) for v in self.versus])
 
 
 def _floor_sd_diff(store: Store, config: Mapping[str, Any], budget: Mapping[str, float]
@@ -82,27 +87,28 @@ class Architect:
 
     # -- throughput ---------------------------------------------------------------------------
 
-    def throughput(self, workload: str, preset: str, dataset: str) -> tuple[float, str] | None:
-        """Median units/s per run of stored runs like these (None: none stored)."""
+    def throughput(self, config: Mapping[str, Any]) -> tuple[float, str] | None:
+        """Median units/s per run of stored runs of this resolved configuration (None: none
+        stored)."""
         from airlab.check import measured_throughput
 
-        found = measured_throughput(self.store, workload, preset, dataset)
+        found = measured_throughput(self.store, config)
         if not found:
             return None
         rate, n = found
-        return rate, f"median of {n} runs stored on this lab's machines"
+        return rate, f"median of {n} runs of this configuration stored on this lab's machines"
 
     # -- the design ---------------------------------------------------------------------------
 
     def design(self, *, name: str, baseline: Arm, arms: Sequence[Arm],
-               workload: str = "charlm", preset: str = "tiny", dataset: str = "shakespeare",
+               workload: str = "charlm", preset: str = "tiny", dataset: str = "pycode",
                tokens: float, minutes: float | None, effect: float | None = None,
                seeds: Sequence[int] | None = None, seed_base: int = 0,
                options: Mapping[str, Any] | None = None, hypothesis: str = "",
                area: str = "general", idea: str | None = None, fixed_budget: bool = False,
                done_runs: int = 0, rate: tuple[float, str] | None = None,
-               target: float | None = None) -> Design:
-        """The spec of one sprint experiment.
+               target: float | None = None, unit: str = "tokens") -> Design:
+        """The spec of one sprint experiment; ``tokens``: the budget per run in ``unit``.
 
         ``effect``: the predicted change of val_loss (sizes the seeds). ``seeds``: given (a
         session's selection or fresh confirmation seeds), else ``seed_base``.. sized here.
@@ -122,14 +128,13 @@ class Architect:
                               "give the Architect the idea's arm")
         shared = dict(options or {})
         probe = resolve(workload=workload, preset=preset, dataset=dataset,
-                        budget={"tokens": float(tokens)}, seed=seed_base, use=list(baseline.use),
+                        budget={unit: float(tokens)}, seed=seed_base, use=list(baseline.use),
                         options={**shared, **dict(baseline.options)}, settings=self.settings)
         config = probe.to_dict()
         if rate is None:
-            rate = self.throughput(workload, str(config.get("preset")),
-                                   str(config.get("dataset")))
+            rate = self.throughput(config)
         if rate is None:
-            rate = (6_000.0, "assumed 6,000 tokens/s per run (nothing measured yet)")
+            rate = (6_000.0, f"assumed 6,000 {unit}/s per run (nothing measured yet)")
             notes.append("no throughput measured on this machine yet: the budget uses an "
                          "assumed rate")
         units_per_s, rate_source = rate
@@ -140,7 +145,7 @@ class Architect:
             chosen = list(seeds)
             seeds_reason = f"{len(chosen)} seeds given by the session"
         else:
-            sd_diff, sd_df, floor_source = _floor_sd_diff(self.store, config, {"tokens": tokens})
+            sd_diff, sd_df, floor_source = _floor_sd_diff(self.store, config, {unit: tokens})
             if math.isfinite(sd_diff) and effect and abs(effect) > 0:
                 need = design_pairs(sd_diff, abs(effect), arms=n_arms, sd_df=sd_df)
                 n = min(max(need, MIN_SEEDS), MAX_SEEDS)
@@ -177,23 +182,24 @@ class Architect:
                     seeds_reason += f"; cut to {len(chosen)} to fit the time box"
                 per_run = box / max(rounds, 1) - RUN_OVERHEAD_S
                 fit = per_run * units_per_s / (1 + EVAL_SHARE)
-                budget = float(max(MIN_TOKENS, math.floor(min(budget, fit) / 1000) * 1000))
+                least = MIN_BUDGET.get(unit, 1000.0)
+                budget = float(max(least, math.floor(min(budget, fit) / 1000) * 1000))
                 if budget < tokens:
-                    notes.append(f"budget cut from {tokens:,.0f} to {budget:,.0f} tokens to fit "
+                    notes.append(f"budget cut from {tokens:,.0f} to {budget:,.0f} {unit} to fit "
                                  f"{minutes:g} minutes")
             elif wall(budget) > box:
                 notes.append(f"the runs need about {wall(budget) / 60:.1f} min, more than the "
                              f"{minutes:g}-minute box: runs cut at the box are kept incomplete")
         spec = self._spec(name=name, baseline=baseline, arms=arms, workload=workload,
-                          preset=preset, dataset=dataset, budget=budget, seeds=chosen,
+                          preset=preset, dataset=dataset, budget={unit: budget}, seeds=chosen,
                           options=shared, hypothesis=hypothesis, area=area, idea=idea,
                           target=target)
         stored = self._stored(spec)
         if stored > done_runs:  # runs another experiment already has: adopted, not run
             todo = max(0, (1 + n_arms) * len(chosen) - stored)
             rounds = math.ceil(todo / self.workers) if todo else 0
-        budget_reason = (f"{budget:,.0f} tokens per run; {todo} of {total_runs} runs to do on "
-                         f"{self.workers} worker(s) at {units_per_s:,.0f} tokens/s per run "
+        budget_reason = (f"{budget:,.0f} {unit} per run; {todo} of {total_runs} runs to do on "
+                         f"{self.workers} worker(s) at {units_per_s:,.0f} {unit}/s per run "
                          f"({rate_source}) take about {wall(budget) / 60:.1f} min")
         return Design(spec, seeds_reason, budget_reason, units_per_s, rate_source, todo,
                       wall(budget), notes)
@@ -207,7 +213,7 @@ class Architect:
         return len(finished_run_keys(self.store, keys))
 
     def _spec(self, *, name: str, baseline: Arm, arms: Sequence[Arm], workload: str,
-              preset: str, dataset: str, budget: float, seeds: Sequence[int],
+              preset: str, dataset: str, budget: Mapping[str, float], seeds: Sequence[int],
               options: Mapping[str, Any], hypothesis: str, area: str,
               idea: str | None, target: float | None = None) -> ExperimentSpec:
         from pydantic import ValidationError
@@ -217,7 +223,7 @@ class Architect:
 
         data: dict[str, Any] = {
             "name": name, "hypothesis": hypothesis[:1900], "area": area, "workload": workload,
-            "preset": preset, "dataset": dataset, "budget": {"tokens": budget},
+            "preset": preset, "dataset": dataset, "budget": dict(budget),
             "baseline": baseline.model_dump(), "arms": [a.model_dump() for a in arms],
             "seeds": list(seeds), "options": dict(options), "idea": idea,
         }

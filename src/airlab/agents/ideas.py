@@ -285,6 +285,10 @@ class PredictionScore:
                 "miss_by": self.miss_by, "error": self.error}
 
 
+def _charlm() -> list[Literal["charlm", "vision"]]:
+    return ["charlm"]
+
+
 class Idea(BaseModel):
     """One research idea of the knowledge base."""
 
@@ -302,6 +306,9 @@ class Idea(BaseModel):
     implementation: Implementation
     minimum_experiment: MinimumExperiment = Field(default_factory=lambda: MinimumExperiment())
     prediction: Prediction
+    # The workloads the idea is about (a sprint on another workload skips it, and says why).
+    workloads: list[Literal["charlm", "vision"]] = Field(default_factory=_charlm,
+                                                         min_length=1)
     aliases: list[str] = Field(default_factory=list)  # other names of the same technique
     references: list[str] = Field(default_factory=list)
     related: list[str] = Field(default_factory=list)  # names of other ideas

@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AREAS", "ASPECTS", "TIERS", "ArmDelta", "Idea", "Implementation",
            "MinimumExperiment", "Prediction", "SearchDim", "check_idea", "filter_ideas",
-           "get_idea", "idea_spec", "knowledge_dir", "load_ideas", "read_ideas", "search_space",
-           "similar_ideas"]
+           "get_idea", "idea_spec", "knowledge_dir", "lab_ideas", "load_ideas", "read_idea_files",
+           "read_ideas", "search_space", "similar_ideas", "write_idea"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,30 +131,48 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
     return list(model.model_fields)
 
 
+def read_idea_files(folder: Path | str) -> dict[str, tuple[Idea, str]]:
+    """Every ``*.yaml`` ideas file in ``folder`` (sorted): {name: (Idea, file:line)}. Checks
+    each idea's schema and that names are unique; errors are one AirlabError naming the file,
+    line and field."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AirlabError(f"ideas folder '{folder}' does not exist",
+                          "give a folder of ideas files (*.yaml)")
+    out: dict[str, tuple[Idea, str]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        for idea, at in _read_file(path):
+            if idea.name in out:
+                raise AirlabError(f"{at}: idea name '{idea.name}' is used twice (first at "
+                                  f"{out[idea.name][1]})", "give each idea its own name")
+            out[idea.name] = (idea, at)
+    return out
+
+
+def _check_related(found: Mapping[str, tuple[Idea, str]]) -> None:
+    for name, (idea, at) in found.items():
+        for other in idea.related:
+            if other not in found:
+                raise AirlabError(f"{at}: idea '{name}': related: no idea '{other}'",
+                                  did_you_mean(other, found))
+
+
 def read_ideas(folder: Path | str) -> dict[str, Idea]:
     """Load every ``*.yaml`` ideas file in ``folder`` (sorted): {name: Idea}.
 
     Checks each idea's schema, that names are unique across files and that ``related`` names
     ideas that exist. Errors are one AirlabError naming the file, line and field.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AirlabError(f"ideas folder '{folder}' does not exist")
-    ideas: dict[str, Idea] = {}
-    where: dict[str, str] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        for idea, at in _read_file(path):
-            if idea.name in ideas:
-                raise AirlabError(f"{at}: idea name '{idea.name}' is used twice (first at "
-                                  f"{where[idea.name]})", "give each idea its own name")
-            ideas[idea.name] = idea
-            where[idea.name] = at
-    for name, idea in ideas.items():
-        for other in idea.related:
-            if other not in ideas:
-                raise AirlabError(f"{where[name]}: idea '{name}': related: no idea '{other}'",
-                                  did_you_mean(other, ideas))
-    return ideas
+    found = read_idea_files(folder)
+    _check_related(found)
+    return {n: i for n, (i, _) in found.items()}
+
+
+@functools.cache
+def _builtin() -> dict[str, tuple[Idea, str]]:
+    found = read_idea_files(knowledge_dir())
+    _check_related(found)
+    return found
 
 
 @functools.cache
@@ -162,7 +180,54 @@ def load_ideas() -> dict[str, Idea]:
     """The package's knowledge base, {name: Idea} (read once per process).
 
     Callers must not mutate the returned ideas: the same objects are shared."""
-    return read_ideas(knowledge_dir())
+    return {n: i for n, (i, _) in _builtin().items()}
+
+
+MODEL_IDEAS = "model"  # <home>/ideas/model/: the ideas the language model proposed
+
+
+def lab_ideas(home: Path | None = None, extra: Sequence[Path | str] = (), *,
+              model: bool = True) -> tuple[dict[str, Idea], dict[str, str]]:
+    """The ideas a lab works from and where each was read: the knowledge base, the lab's own
+    (``<home>/ideas/*.yaml``), the ones the language model proposed
+    (``<home>/ideas/model/*.yaml``, unless ``model`` is False) and those of each ``extra``
+    folder (``--ideas DIR``), all in the knowledge base's schema. A name may be used once
+    across all of them; ``related`` may name any of them. Returns ({name: Idea},
+    {name: file:line})."""
+    found = dict(_builtin())
+    folders: list[Path] = []
+    if home is not None:
+        own = Path(home) / "ideas"
+        folders += [f for f in (own, own / MODEL_IDEAS) if f.is_dir()
+                    and (model or f.name != MODEL_IDEAS)]
+    for f in extra:
+        if not Path(f).is_dir():
+            raise AirlabError(f"--ideas: folder '{f}' does not exist",
+                              "give a folder of ideas files (*.yaml)")
+        folders.append(Path(f))
+    for folder in folders:
+        for name, (idea, at) in read_idea_files(folder).items():
+            if name in found:
+                raise AirlabError(f"{at}: idea name '{name}' is already an idea (at "
+                                  f"{found[name][1]})", "give your idea its own name")
+            found[name] = (idea, at)
+    _check_related(found)
+    return {n: i for n, (i, _) in found.items()}, {n: at for n, (_, at) in found.items()}
+
+
+def write_idea(folder: Path, idea: Idea, note: str) -> Path:
+    """Write ``idea`` as an ideas file ``<folder>/<name>.yaml`` (a person may read and edit
+    it; the lab reads it back with :func:`lab_ideas`), with ``note`` as a comment above."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{idea.name}.yaml"
+    data = idea.model_dump(mode="json", exclude_defaults=True)
+    data.setdefault("prediction", {}).pop("budget", None)
+    body = yaml.safe_dump({"ideas": [data]}, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text("".join(f"# {line}\n" for line in note.splitlines()) + body,
+                    encoding="utf-8")
+    return path
 
 
 def get_idea(name: str) -> Idea:

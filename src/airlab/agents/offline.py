@@ -38,8 +38,9 @@ class OfflineResearcher:
     def propose(self, ctx: SprintContext, is_base: IsBase) -> ProposalRecord:
         q = ctx.record.request
         r = self._researcher(self.lab.seed * 1000 + ctx.number)
-        p = r.propose(topic=q.topic, area=q.area, idea=q.idea, exclude=q.exclude,
-                      is_base=is_base)
+        p = r.propose(topic=q.topic, area=q.area, idea=q.idea,
+                      exclude=(*q.exclude, *ctx.skipped), is_base=is_base,
+                      discount=dict(q.discount))
         chosen = p.chosen
         others = ", ".join(c.idea for c in p.candidates if c.idea != chosen.idea)
         tuned = f" with {p.options}" if p.options else ""
@@ -72,33 +73,43 @@ class OfflineArchitect:
             preset=draft.preset, dataset=draft.dataset, tokens=draft.tokens,
             minutes=draft.minutes, effect=draft.effect, seeds=draft.seeds,
             options=draft.options, hypothesis=draft.hypothesis, area=draft.area,
-            idea=draft.idea, fixed_budget=draft.fixed_budget,
-            rate=self.rate(draft.preset, draft.dataset), target=draft.target)
+            idea=draft.idea, fixed_budget=draft.fixed_budget, rate=self.rate(draft),
+            target=draft.target, unit=draft.unit)
 
-    def rate(self, preset: str, dataset: str) -> tuple[float, str]:
-        """Tokens/s per run on this machine: stored runs, else a short probe (one run per
-        worker at once, as the sprint's runs will go; stored as experiment ``probe.PRESET``
-        so the next design reads it from the store)."""
+    def rate(self, draft: Draft) -> tuple[float, str]:
+        """Units/s per run on this machine of the draft's baseline as resolved (model fields
+        included): stored runs of that configuration, else a short probe (one run per worker
+        at once, as the sprint's runs will go; stored as experiment ``probe.<hash>`` so the
+        next design reads it from the store)."""
+        import hashlib
+        import json
+
+        from airlab.check import throughput_key
         from airlab.experiment import run_experiment
         from airlab.plan import resolve
         from airlab.spec import ExperimentSpec
 
-        lab = self.lab
-        cfg = resolve(workload="charlm", preset=preset, dataset=dataset,
-                      budget={"tokens": 1.0}, seed=0, options=dict(lab.options),
-                      settings=lab.settings).to_dict()
-        found = self.architect.throughput("charlm", str(cfg["preset"]), str(cfg["dataset"]))
+        lab, d = self.lab, draft
+        options = {**d.options, **d.baseline.options}
+        cfg = resolve(workload=d.workload, preset=d.preset, dataset=d.dataset,
+                      budget={d.unit: 1.0}, seed=0, use=list(d.baseline.use),
+                      options=options, settings=lab.settings).to_dict()
+        found = self.architect.throughput(cfg)
         if found is not None:
             return found
+        key = hashlib.sha256(json.dumps(throughput_key(cfg), sort_keys=True).encode())
+        probe = {"tokens": 20_000.0, "samples": 5_000.0}.get(d.unit, 20_000.0)
         spec = ExperimentSpec.model_validate({
-            "name": f"probe.{preset}", "hypothesis": "throughput probe for the Architect",
-            "workload": "charlm", "preset": preset, "dataset": dataset,
-            "budget": {"tokens": 20_000.0}, "seeds": list(range(lab.workers)),
-            "options": {**lab.options, "eval_points": 1}})
+            "name": f"probe.{cfg['preset']}.{key.hexdigest()[:10]}",
+            "hypothesis": f"throughput probe for the Architect: {d.workload} {cfg['preset']} "
+                          f"on {cfg['dataset']}",
+            "workload": d.workload, "preset": d.preset, "dataset": d.dataset,
+            "budget": {d.unit: probe}, "seeds": list(range(lab.workers)),
+            "baseline": d.baseline.model_dump(), "options": {**d.options, "eval_points": 1}})
         run_experiment(spec, lab.store, lab.executor, settings=lab.settings, rate=False,
                        kind="probe")
-        found = self.architect.throughput("charlm", str(cfg["preset"]), str(cfg["dataset"]))
-        return found or (6_000.0, "assumed 6,000 tokens/s per run (the probe failed)")
+        found = self.architect.throughput(cfg)
+        return found or (6_000.0, f"assumed 6,000 {d.unit}/s per run (the probe failed)")
 
 
 class OfflineCoder:
@@ -124,12 +135,12 @@ class OfflineValidator:
 
     def validate(self, ctx: SprintContext, spec: ExperimentSpec,
                  outcome: ExperimentOutcome | None) -> ValidationRecord:
-        from airlab.agents.knowledge import load_ideas
-
-        ideas = {**load_ideas(), **self.lab.model_ideas} if self.lab.model_ideas else None
+        design = ctx.record.design
         return self.validator.validate(
             spec.name, outcome.analysis if outcome is not None else None,
-            outcome.verdict if outcome is not None else None, ideas=ideas)
+            outcome.verdict if outcome is not None else None,
+            ideas={**self.lab.ideas, **self.lab.model_ideas},
+            versus=[(a, b) for a, b in design.versus] if design is not None else ())
 
 
 def offline_roles(lab: Lab) -> Roles:

@@ -15,7 +15,9 @@ How it chooses (no LLM):
   the idea's gain (:func:`gain`: its predicted effect in one unit, the log of a training
   speed-up, blended with what was observed) is its expected value. The draws come from
   ``seed`` and the number of stored experiments, so the same seed and the same store give the
-  same proposal, and each new result gives fresh draws.
+  same proposal, and each new result gives fresh draws. An idea whose win did not transfer
+  (``discount``: the loop's transfer sprints) has its expected value discounted
+  (:data:`TRANSFER_DISCOUNT`), and the reasons say so.
 * **Three candidates** from three different aspects when the scope has them: the best idea,
   then the best of another aspect, then of a third. The best is chosen, unless its declared
   experiment duplicates a stored one (then the next; a re-check may repeat on purpose).
@@ -80,6 +82,10 @@ COST_WEIGHT = {"train_seconds": 1.0, "flops": 1.0, "energy_kwh_est": 1.0,
                "peak_mem_mb": 0.1, "model_bytes": 0.1}
 QUALITY = {"val_loss": -LOSS_PER_NAT, "train_loss": -LOSS_PER_NAT,
            "val_bpc": -LOSS_PER_NAT * math.log(2), "val_acc": LOSS_PER_NAT}
+# An idea whose win did not hold beyond where it was selected (its recipe failed a transfer:
+# 4x the budget, another dataset) keeps this share of a positive expected value (a negative
+# one is divided by it): it can still be chosen, after the ideas that did not fail one.
+TRANSFER_DISCOUNT = 0.5
 TOPIC_KEEP = 0.6  # --topic keeps ideas at least this share of the best match's similarity
 TOPIC_MIN, TOPIC_MAX = 3, 8  # ... and at least / at most this many
 
@@ -271,10 +277,6 @@ def _status(statuses: Mapping[str, IdeaStatus], name: str) -> str:
 # The Researcher
 
 
-
-
-
-
 class Researcher:
     """Proposes the next idea to test (see the module docstring for how it chooses)."""
 
@@ -292,8 +294,11 @@ class Researcher:
 
     def propose(self, *, topic: str | None = None, area: str | None = None,
                 idea: str | None = None, exclude: Collection[str] = (),
-                is_base: Callable[[str, Mapping[str, Any]], bool] | None = None) -> Proposal:
+                is_base: Callable[[str, Mapping[str, Any]], bool] | None = None,
+                discount: Mapping[str, str] | None = None) -> Proposal:
         """Three candidates from different aspects and the chosen one, with its options.
+
+        ``discount``: idea -> why its win did not transfer; its expected value is discounted.
 
         ``is_base(idea, options)``: whether the idea with these options is the configuration it
         is tested against (a tuned idea on a recipe that already holds its values); such a
@@ -313,9 +318,15 @@ class Researcher:
         # One draw per idea in name order, whatever the scope: a filter does not shift draws.
         draws = {n: float(rng.beta(belief[n].alpha, belief[n].beta)) for n in sorted(belief)}
         ev = {n: draws[n] * belief[n].gain for n in draws}
+        for n in discount or {}:
+            if n in ev:
+                ev[n] = ev[n] * TRANSFER_DISCOUNT if ev[n] > 0 else ev[n] / TRANSFER_DISCOUNT
 
         pool, recheck, notes = scope(self.ideas, statuses, area=area, idea=idea,
                                      exclude=exclude)
+        discounted = {n: why for n, why in (discount or {}).items() if n in pool}
+        notes += [f"discounted {n} (expected value x{TRANSFER_DISCOUNT:g}): its win did not "
+                  f"transfer ({why})" for n, why in sorted(discounted.items())]
         topic_sim: dict[str, float] = {}
         if topic is not None:
             pool, topic_sim = self._steer(pool, topic)
@@ -356,7 +367,7 @@ class Researcher:
         reasons = self._why(chosen, [c for c in cands if c is not chosen], idea=idea,
                             recheck=recheck, skipped=skipped, novelty=novelty,
                             tuned=tuned_note, notes=notes)
-        extra = {"experiments_seen": n_seen,
+        extra = {"experiments_seen": n_seen, "discounted": discounted,
                  "beliefs": {n: {"mean": round(belief[n].mean, 4), "draw": round(draws[n], 4),
                                  "gain": round(belief[n].gain, 4),
                                  "expected_value": round(ev[n], 4)} for n in picked}}
@@ -464,14 +475,3 @@ def _three(ranked: list[str], chosen: str, ideas: Mapping[str, Idea]) -> list[st
         if n not in picked:
             picked.append(n)
     return picked
-
-
-
-
-
-
-
-
-
-
-

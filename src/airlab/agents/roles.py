@@ -35,6 +35,8 @@ if TYPE_CHECKING:
         ValidationRecord,
     )
 
+from airlab.store.records import Task
+
 
 class TeamReporter(Protocol):
     """How a sprint shows its phases (the CLI: Rich lines; the library: silent)."""
@@ -56,8 +58,9 @@ class SilentTeamReporter:
 
 @dataclass
 class Lab:
-    """What every role and sprint shares: the store, the settings, the pool, the knowledge
-    base, the options every arm of every sprint carries, the seed and the reporter."""
+    """What every role and sprint shares: the store, the settings, the pool, the ideas (the
+    knowledge base and the lab's own), the options every arm of every sprint carries, the
+    seed, the reporter and the task a sprint studies unless its request names another."""
 
     store: Store
     settings: Settings
@@ -68,6 +71,8 @@ class Lab:
     workers: int = 2
     reporter: TeamReporter = field(default_factory=SilentTeamReporter)
     model_ideas: dict[str, Idea] = field(default_factory=dict)  # ideas the model wrote
+    task: Task = field(default_factory=Task)
+    idea_sources: dict[str, str] = field(default_factory=dict)  # idea -> file:line
 
     def idea(self, name: str) -> Idea:
         """An idea of the knowledge base or one the model wrote; AirlabError if unknown."""
@@ -87,6 +92,7 @@ class SprintContext:
     number: int
     record: SprintRecord
     deadline: float  # epoch seconds: no run starts after it, model phases share it
+    skipped: dict[str, str] = field(default_factory=dict)  # ideas that do not apply, and why
 
     @property
     def label(self) -> str:
@@ -117,7 +123,8 @@ class SprintContext:
 @dataclass(frozen=True)
 class Draft:
     """What a sprint kind asks the Architect to size: the arms and what they are tested on.
-    The Architect chooses the seeds (unless given) and the budget that fits the box."""
+    The Architect chooses the seeds (unless given) and the budget that fits the box.
+    ``tokens`` is the budget per run in ``unit`` (tokens for charlm, samples for vision)."""
 
     name: str
     baseline: Arm
@@ -127,7 +134,8 @@ class Draft:
     hypothesis: str
     workload: str = "charlm"
     preset: str = "tiny"
-    dataset: str = "shakespeare"
+    dataset: str = "pycode"
+    unit: str = "tokens"
     area: str = "general"
     idea: str | None = None
     effect: float | None = None

@@ -23,6 +23,7 @@ each wrapped by its model-backed role. The sprint only calls them.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from airlab.store.records import (
     RunsRecord,
     SprintRecord,
     SprintRequest,
+    Task,
     default_base,
 )
 
@@ -100,18 +102,30 @@ class Team:
                  seed: int = 0, workers: int = 2, reporter: TeamReporter | None = None,
                  ideas: Mapping[str, Idea] | None = None,
                  options: Mapping[str, Any] | None = None,
-                 llm: LLMBackend | None = None) -> None:
+                 llm: LLMBackend | None = None, task: Task | None = None,
+                 researcher: str = "team", sources: Mapping[str, str] | None = None) -> None:
         """``llm``: a language model (``LLMClient``, or ``ReplayClient`` to replay a sprint):
-        each role is then its model-backed role around the offline one (``agents.model``)."""
+        each role is then its model-backed role around the offline one (``agents.model``).
+        ``task``: what a sprint studies unless its request names another (default: charlm
+        tiny on the embedded pycode). ``researcher``: ``team`` (the offline bandit, or the
+        model's) or ``random`` (the control: ``agents.control``). ``sources``: where each
+        idea was read (``knowledge.lab_ideas``)."""
         self.lab = Lab(store, settings, executor,
                        dict(ideas) if ideas is not None else dict(load_ideas()),
                        dict(options or {}), int(seed), workers,
-                       reporter or SilentTeamReporter())
+                       reporter or SilentTeamReporter(), task=task or Task(),
+                       idea_sources=dict(sources or {}))
         roles = offline_roles(self.lab)
         if llm is not None:  # the one place a model is looked for: the roles are chosen here
             from airlab.agents.model import model_roles
 
             roles = model_roles(roles, llm, self.lab, allow_unsafe=settings.unsafe_no_sandbox)
+        if researcher != "team":
+            from airlab.agents.control import researcher_role
+
+            roles = dataclasses.replace(roles, researcher=researcher_role(researcher,
+                                                                          self.lab))
+        self.researcher = researcher
         self.roles = roles
 
     @property
@@ -130,19 +144,20 @@ class Team:
                base: Part | None = None, tokens: float | None = None,
                seeds: Sequence[int] | None = None, exclude: Sequence[str] = (),
                parts: Sequence[Part] = (), review: bool = False,
-               session_end: float | None = None) -> SprintOutcome:
+               session_end: float | None = None, task: Task | None = None) -> SprintOutcome:
         """Run (or resume) sprint ``number`` of ``session`` (the next one when None).
 
         ``kind`` explore: one idea on top of ``base`` (default configuration when None);
         stack: ``parts`` (winners) stacked on ``base``, against the default configuration,
         each part ablated out; confirm: ``parts[0]`` (a recipe) against the default
-        configuration on ``seeds`` (fresh). ``tokens``: a fixed budget (else the idea's, cut
-        to the box). ``review``: stop after the design.
+        configuration on ``seeds`` (fresh). ``tokens``: a fixed budget in the task's unit
+        (else the idea's, cut to the box). ``task``: what it studies (the team's).
+        ``review``: stop after the design.
         """
         kind_of(kind)
         req = SprintRequest(kind, float(minutes), idea, area, topic, base or default_base(),
                             tokens, tuple(int(s) for s in seeds) if seeds is not None else None,
-                            tuple(exclude), tuple(parts))
+                            tuple(exclude), tuple(parts), task or self.lab.task)
         return self.run(req, session=session, number=number, review=review,
                         session_end=session_end)
 
@@ -240,8 +255,9 @@ class Team:
             team_store.update_sprint(store, live.row_id, status="open", record=rec)
             live.reviewed = False
         spec, d = rec.spec, rec.design
+        (unit, amount), = spec.budget.items()
         ctx.say("design", f"{spec.name}: {len(spec.all_arms)} arms x {len(spec.seeds)} seeds, "
-                f"{spec.budget.get('tokens', 0):,.0f} tokens; {d.seeds_reason}; "
+                f"{amount:,.0f} {unit} on {spec.dataset}; {d.seeds_reason}; "
                 f"{d.budget_reason}")
 
     def _implementation(self, ctx: SprintContext, kind: SprintKind, live: _Live) -> None:

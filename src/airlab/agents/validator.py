@@ -10,7 +10,7 @@ declared target: the interval lies above 1 and every pair reached the target).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airlab.store.records import ArmResult, ValidationRecord
@@ -68,16 +68,31 @@ def arm_results(a: Analysis) -> dict[str, ArmResult]:
     return out
 
 
+def versus_result(store: Store, a: Analysis, arm: str, reference: str) -> ArmResult:
+    """``arm`` against ``reference`` of the same experiment, paired by seed: the time to the
+    baseline's quality (its mean final value on these seeds, a declared target), reference
+    cost / arm cost; it wins by the declared-target rule of :func:`arm_wins` (every pair
+    reached it, the interval above 1)."""
+    from airlab.analysis.compare import versus
+
+    eff = versus(store, a, arm, reference)
+    g, lo, hi = (_num(x) for x in eff.ratio.get("train_seconds", (None,) * 3))
+    wins = arm_wins(False, g, lo, "undecided", True, eff.reached, eff.n)
+    return ArmResult(f"{arm}/{reference}", "paired", "n/a", False, g, lo, hi, eff.reached,
+                     eff.n, None, wins)
+
+
 class Validator:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     def validate(self, name: str, analysis: Analysis | None = None,
-                 verdict: Verdict | None = None, ideas: Mapping[str, Idea] | None = None
-                 ) -> ValidationRecord:
+                 verdict: Verdict | None = None, ideas: Mapping[str, Idea] | None = None,
+                 versus: Sequence[tuple[str, str]] = ()) -> ValidationRecord:
         """Rate, read each arm's result, and score the idea's prediction when the experiment
         tests an idea (``ideas``: where to find it; default the knowledge base). ``analysis``
-        and ``verdict``: what the pipeline already computed (passed on, not recomputed)."""
+        and ``verdict``: what the pipeline already computed (passed on, not recomputed).
+        ``versus``: (arm, reference) pairs compared head to head (:func:`versus_result`)."""
         from airlab.agents.status import score_experiment
         from airlab.analysis.compare import analyze
         from airlab.experiment import rate_experiment
@@ -90,5 +105,10 @@ class Validator:
         except Exception as e:  # noqa: BLE001 - a scoring problem must not lose the verdict
             scored = None
             notes.append(f"prediction not scored: {type(e).__name__}: {e}")
-        return ValidationRecord(name, v.rating, v.band, list(v.critique), arm_results(a),
-                                scored, notes)
+        rec = ValidationRecord(name, v.rating, v.band, list(v.critique), arm_results(a),
+                               scored, notes)
+        names = {r.arm for r in a.rows}
+        for arm, ref in versus:
+            if arm in names and ref in names:
+                rec.versus[f"{arm}/{ref}"] = versus_result(self.store, a, arm, ref)
+        return rec

@@ -404,30 +404,58 @@ def _power(row: ArmRow, arms: int, floor: NoiseFloor | None, margin: Margin) -> 
         row.seeds_needed = decisions.design_pairs(sd, margin.value, arms, sd_df=df)
 
 
-def _attach_efficiency(store: Store, a: Analysis) -> None:
-    """Time-to-target of every arm on the quality metric's curve (val_loss/val_acc), with the
-    spec's declared target or leave-one-seed-out targets, slack from the floor when stored."""
-    rows = a.rows
-    curves: dict[int, list[dict[str, Any]]] = {}
-    all_ids = [i for r in rows for i in r.run_ids.values()]
+def _efficiency_inputs(store: Store, a: Analysis
+                       ) -> tuple[str, str, Any, Any]:
+    """The curve metric and direction time-to-target reads, and each row's runs as
+    ``arm_efficiency`` takes them (seed -> curve and metrics)."""
+    all_ids = [i for r in a.rows for i in r.run_ids.values()]
     mets = store.metrics(all_ids)
-    for i in all_ids:
-        curves[i] = store.curve(i)
+    curves = {i: store.curve(i) for i in all_ids}
     # Curves carry val_loss/val_acc; a primary metric off the curve uses val_loss.
     cmetric = a.metric if a.metric in ("val_loss", "val_acc") else "val_loss"
     cdir = a.direction if cmetric == a.metric else "minimize"
-    target = a.spec.get("target") if cmetric == a.metric else None
-    floor = a.floors.get(cmetric)
-    floor_sd = floor.sd if floor is not None else math.nan
 
     def runs(row: ArmRow) -> dict[int, dict[str, Any]]:
         return {s: {"curve": curves[i], "metrics": mets[i]} for s, i in row.run_ids.items()}
 
-    base = rows[0]
-    for row in rows[1:]:
+    return cmetric, cdir, runs, mets
+
+
+def _attach_efficiency(store: Store, a: Analysis) -> None:
+    """Time-to-target of every arm on the quality metric's curve (val_loss/val_acc), with the
+    spec's declared target or leave-one-seed-out targets, slack from the floor when stored."""
+    cmetric, cdir, runs, _ = _efficiency_inputs(store, a)
+    target = a.spec.get("target") if cmetric == a.metric else None
+    floor = a.floors.get(cmetric)
+    floor_sd = floor.sd if floor is not None else math.nan
+    base = a.rows[0]
+    for row in a.rows[1:]:
         row.efficiency = arm_efficiency(row.arm, cmetric, cdir, runs(base), runs(row),
                                         base.means, row.means,
                                         None if target is None else float(target), floor_sd)
+
+
+def versus(store: Store, a: Analysis, arm: str, reference: str) -> ArmEfficiency:
+    """Time-to-target of ``arm`` against ``reference`` (two arms of the experiment), paired by
+    seed, at the baseline's quality: the declared target is the baseline's mean final value
+    (curve metric) over the seeds where the baseline finished. The rule is
+    :func:`~airlab.analysis.efficiency.time_to_target`'s with a declared target, as on a
+    recipe (the team's explore sprints); reference cost / arm cost > 1: ``arm`` is faster."""
+    rows = {r.arm: r for r in a.rows}
+    for name in (arm, reference):
+        if name not in rows:
+            raise AirlabError(f"experiment {a.name} has no arm '{name}'",
+                              did_you_mean(name, rows))
+    cmetric, cdir, runs, mets = _efficiency_inputs(store, a)
+    finals = [float(v) for i in a.baseline.run_ids.values()
+              if (v := mets[i].get(cmetric)) is not None and math.isfinite(float(v))]
+    target = sum(finals) / len(finals) if finals else math.nan
+    ref, row = rows[reference], rows[arm]
+    if not finals:
+        return ArmEfficiency(arm, 0, 0, {}, {}, notes=["the baseline has no finished run: "
+                                                      "no target"])
+    return arm_efficiency(arm, cmetric, cdir, runs(ref), runs(row), ref.means, row.means,
+                          target)
 
 
 def run_facts(store: Store, name: str, *, runs: Sequence[dict[str, Any]] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -75,6 +76,25 @@ def _help(doc: str | None) -> str:
     return " ".join((doc or "").split())  # Rich help keeps a docstring's hard line breaks
 
 
+IDEAS_OPTION = typer.Option(None, "--ideas", help="A folder of your own ideas files (the "
+                            "knowledge base's schema) beside <home>/ideas/; repeat for more.")
+
+
+def lab_ideas(folders: list[str] | None, *, model: bool = True
+              ) -> tuple[dict[str, Idea], dict[str, str]]:
+    """The lab's ideas (``knowledge.lab_ideas``): the knowledge base, <home>/ideas/ (and the
+    model's, unless ``model`` is False) and each ``--ideas`` folder, with where each was read."""
+    from airlab.agents.knowledge import lab_ideas as read
+    from airlab.cli.common import settings
+
+    return read(settings().home, [Path(f).expanduser() for f in folders or ()], model=model)
+
+
+def _source(at: str) -> str:
+    """Where an idea was read, short: 'built-in' for the knowledge base."""
+    return "built-in" if at.startswith("knowledge/") else at
+
+
 @app.callback(invoke_without_command=True)
 def ideas(
     ctx: typer.Context,
@@ -82,12 +102,15 @@ def ideas(
     status: str = typer.Option(None, "--status", help="Only ideas with this status (untested, "
                                "running, better, worse, equivalent, undecided)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    folders: list[str] = IDEAS_OPTION,
 ) -> None:
-    """List the research ideas: area, aspect, tier, status from the store, the prediction and
-    its scored result; the footer gives the team's prediction record."""
+    """List the research ideas (the knowledge base, the lab's own in <home>/ideas/, those the
+    language model proposed, and --ideas DIR): where each comes from, area, aspect, tier,
+    status from the store, the prediction and its scored result; the footer gives the team's
+    prediction record."""
     if ctx.invoked_subcommand is not None:
         return
-    from airlab.agents.knowledge import AREAS, load_ideas
+    from airlab.agents.knowledge import AREAS
     from airlab.agents.status import (
         STATUSES,
         idea_statuses,
@@ -97,7 +120,7 @@ def ideas(
 
     _check_choice("--area", area, AREAS)
     _check_choice("--status", status, STATUSES)
-    known = load_ideas()
+    known, sources = lab_ideas(folders)
     store = open_store(readonly=True)
     try:
         statuses = idea_statuses(store, known)
@@ -109,19 +132,23 @@ def ideas(
     summary = record_summary(record)
     if as_json:
         out = {"ideas": [{**st.to_dict(), "title": known[st.name].title,
+                          "source": sources.get(st.name),
+                          "workloads": list(known[st.name].workloads),
                           "prediction": known[st.name].prediction.text()} for st in shown],
                "record": summary, "history": record}
         typer.echo(json.dumps(_clean(out), indent=2))
         return
     t = Table(title=f"ideas ({len(shown)} of {len(statuses)})", title_justify="left")
-    for c in ("name", "area", "aspect", "tier", "status", "prediction", "scored result"):
+    for c in ("name", "area", "aspect", "tier", "status", "prediction", "scored result",
+              "source"):
         # Names and statuses stay on one line; the result gets room before the rest wraps.
         t.add_column(c, no_wrap=c in ("name", "status"),
                      min_width=30 if c == "scored result" else None)
     for st in shown:
         t.add_row(st.name, st.area, st.aspect, str(st.tier), _status_cell(st),
                   _prediction_short(known[st.name]),
-                  _score_short(st.scores[-1] if st.scores else None))
+                  _score_short(st.scores[-1] if st.scores else None),
+                  _source(sources.get(st.name, "")))
     console.print(t)
     if any(st.needs_code and st.status == "untested" for st in shown):
         console.print("* needs code: no switch implements it yet (the Coder writes it)",
@@ -132,16 +159,15 @@ def ideas(
 @app.command(help=_help("""Everything about one idea: what it is, how it is run, its
     prediction, its experiments and their scored predictions."""))
 def show(name: str = typer.Argument(..., help="The idea's name (see `airlab ideas`)."),
-         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")
-         ) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+         folders: list[str] = IDEAS_OPTION) -> None:
     """Everything about one idea: what it is, how it is run, its prediction, its experiments
     and their scored predictions."""
-    from airlab.agents.knowledge import load_ideas
     from airlab.agents.status import idea_statuses
     from airlab.errors import AirlabError, did_you_mean
     from airlab.store import latest_verdicts
 
-    known = load_ideas()
+    known, sources = lab_ideas(folders)
     if name not in known:
         raise AirlabError(f"NAME: unknown idea '{name}'", did_you_mean(name, known))
     idea = known[name]
@@ -156,10 +182,11 @@ def show(name: str = typer.Argument(..., help="The idea's name (see `airlab idea
                if e is not None and e["id"] in verdicts}
     if as_json:
         out = {"idea": idea.model_dump(mode="json"), "status": st.to_dict(),
-               "ratings": ratings}
+               "ratings": ratings, "source": sources.get(name)}
         typer.echo(json.dumps(_clean(out), indent=2))
         return
     _print_idea(idea, st)
+    console.print(f"source: {sources.get(name, '')}", highlight=False)
     if st.experiments:
         t = Table(title="experiments", title_justify="left")
         for c in ("experiment", "rating", "observed", "scored result", "decided",
@@ -181,8 +208,8 @@ def _print_idea(idea: Idea, st: IdeaStatus) -> None:
     me = idea.minimum_experiment
     p = console.print
     p(Text.assemble((f"{idea.name}", "bold"), f": {idea.title}"))
-    p(Text.assemble(f"area {idea.area}, aspect {idea.aspect}, tier {idea.tier}; status ",
-                    _status_cell(st)))
+    p(Text.assemble(f"area {idea.area}, aspect {idea.aspect}, tier {idea.tier}, workloads "
+                    f"{', '.join(idea.workloads)}; status ", _status_cell(st)))
     p(f"\n{idea.pitch}", highlight=False)
     for label, body in (("mathematics", idea.math), ("why it might work", idea.why_it_might_work),
                         ("why it might not", idea.why_it_might_not)):

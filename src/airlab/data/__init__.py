@@ -101,6 +101,13 @@ def describe_datasets(
             "local": "stdlib",
         },
         {
+            "name": "pydoc",
+            "kind": "text",
+            "source": "this Python's documentation text, pydoc_data.topics (embedded, offline; "
+            "~465,000 characters of English prose, split by topic)",
+            "local": "stdlib",
+        },
+        {
             "name": "shakespeare",
             "kind": "text",
             "source": "<data_dir>/tinyshakespeare/input.txt, else download "

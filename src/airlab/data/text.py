@@ -21,6 +21,17 @@ Corpora (``load_text(name)``):
     encodes to id 0. The text depends on the Python version; ``sha256`` tells corpora apart.
     Building it takes a fraction of a second, so nothing is cached on disk.
 
+``pydoc``
+    Offline, English prose: the reference text of this Python's documentation that ships
+    with every interpreter in ``pydoc_data.topics`` (what ``help("assert")`` prints: about
+    80 topics of the language reference, ~465,000 characters). Topics are taken in sorted
+    order, each preceded by a header line ``# ==== <topic> ====``. The split is BY TOPIC: the
+    last topics in that order whose text makes up at least ``PYDOC_VAL_FRACTION`` (10 %) of
+    the characters are validation, the rest train, so no topic is on both sides. The
+    vocabulary is built as for ``pycode`` (train only, characters seen at least 5 times, the
+    rest encode to the replacement id). The text depends on the Python version; ``sha256``
+    tells corpora apart.
+
 ``shakespeare``
     Tiny Shakespeare (1,115,394 characters). Looked up in order: ``<data_dir>/tinyshakespeare/
     input.txt`` (``data_dir``: --data-dir / AIRLAB_DATA_DIR via Settings), then ``<cache_dir>/
@@ -69,6 +80,7 @@ PYCODE_MIN_COUNT = 5
 PYCODE_EXCLUDED_DIRS = frozenset(
     {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
 )
+PYDOC_VAL_FRACTION = 0.1
 REPLACEMENT_CHAR = "\ufffd"
 TRAIN_FRACTION = 0.9
 MIN_FILE_CHARS = 1_000
@@ -266,8 +278,20 @@ def _load_pycode(root: Path, max_chars: int) -> TextCorpus:
             f"found too few standard-library .py files under {root} for the pycode corpus",
             "use 'shakespeare' or 'file:PATH' instead",
         )
-    train_text = "".join(train_parts)
-    val_text = "".join(val_parts)
+    source = (
+        f"Python {_python()} stdlib {root}: {len(train_parts)} train + {len(val_parts)} val files"
+    )
+    return _embedded("pycode", "".join(train_parts), "".join(val_parts), source)
+
+
+def _python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+
+def _embedded(name: str, train_text: str, val_text: str, source: str) -> TextCorpus:
+    """An embedded corpus split by document: sha256 of train, NUL, val; the vocabulary of the
+    characters seen at least ``PYCODE_MIN_COUNT`` times in train (sorted by code point) after
+    the replacement id 0, which every other character encodes to."""
     digest = hashlib.sha256()
     digest.update(train_text.encode("utf-8"))
     digest.update(b"\0")
@@ -276,13 +300,9 @@ def _load_pycode(root: Path, max_chars: int) -> TextCorpus:
     kept = [chr(p) for p in points[counts >= PYCODE_MIN_COUNT].tolist()]  # sorted by code point
     kept = [ch for ch in kept if ch != REPLACEMENT_CHAR]
     vocab = (REPLACEMENT_CHAR, *kept)
-    source = (
-        f"Python {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} "
-        f"stdlib {root}: {len(train_parts)} train + {len(val_parts)} val files"
-    )
-    probe = TextCorpus("pycode", _EMPTY, _EMPTY, vocab, "", REPLACEMENT_CHAR, source)
+    probe = TextCorpus(name, _EMPTY, _EMPTY, vocab, "", REPLACEMENT_CHAR, source)
     return TextCorpus(
-        name="pycode",
+        name=name,
         train=torch.from_numpy(probe._encode_np(train_text)),
         val=torch.from_numpy(probe._encode_np(val_text)),
         vocab=vocab,
@@ -294,6 +314,36 @@ def _load_pycode(root: Path, max_chars: int) -> TextCorpus:
 
 def _pycode(data_dir: Path | None, cache_dir: Path | None) -> TextCorpus:
     return _load_pycode(Path(sysconfig.get_paths()["stdlib"]), PYCODE_MAX_CHARS)
+
+
+# ---- pydoc
+
+
+@functools.lru_cache(maxsize=1)
+def _load_pydoc() -> TextCorpus:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # a stripped interpreter without its documentation data
+        raise AirlabError(
+            "this Python has no pydoc_data.topics (its documentation text) for the pydoc corpus",
+            "use 'pycode', 'shakespeare' or 'file:PATH' instead",
+        ) from None
+    chunks = [f"# ==== {k} ====\n{v}" + ("" if v.endswith("\n") else "\n")
+              for k, v in sorted(topics.items())]
+    total = sum(len(c) for c in chunks)
+    # Validation: the last topics in sorted order that hold at least PYDOC_VAL_FRACTION of
+    # the characters (whole topics: none on both sides).
+    cut, tail = len(chunks), 0
+    while cut > 1 and tail < PYDOC_VAL_FRACTION * total:
+        cut -= 1
+        tail += len(chunks[cut])
+    source = (f"Python {_python()} pydoc_data.topics: {cut} train + {len(chunks) - cut} val "
+              "topics")
+    return _embedded("pydoc", "".join(chunks[:cut]), "".join(chunks[cut:]), source)
+
+
+def _pydoc(data_dir: Path | None, cache_dir: Path | None) -> TextCorpus:
+    return _load_pydoc()
 
 
 # ---- shakespeare
@@ -338,6 +388,7 @@ TextLoader = Callable[[Path | None, Path | None], TextCorpus]
 
 TEXT_CORPORA: dict[str, TextLoader] = {
     "pycode": _pycode,
+    "pydoc": _pydoc,
     "shakespeare": _shakespeare,
 }
 
@@ -345,7 +396,7 @@ TEXT_CORPORA: dict[str, TextLoader] = {
 def load_text(
     name: str, *, data_dir: Path | None = None, cache_dir: Path | None = None
 ) -> TextCorpus:
-    """Load a text corpus by name: ``pycode``, ``shakespeare`` or ``file:PATH``.
+    """Load a text corpus by name: ``pycode``, ``pydoc``, ``shakespeare`` or ``file:PATH``.
 
     ``data_dir`` (local copies) and ``cache_dir`` (downloads) come from the caller's Settings;
     None means no such folder. Raises AirlabError for unknown names, missing files and failed
@@ -369,6 +420,7 @@ def clear_text_cache() -> None:
     """Forget memoised corpora (tests; or after files changed in place without an mtime)."""
     _load_split_file.cache_clear()
     _load_pycode.cache_clear()
+    _load_pydoc.cache_clear()
 
 
 __all__ = [

@@ -122,7 +122,9 @@ class LocalExecutor:
             settings = get_settings()
         self.settings = settings
         self.workers = max(1, workers)
-        cores = os.cpu_count() or 1
+        # The cores this process may run on (`taskset` narrows them), else all of them.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
         # Divide the cores among concurrent workers so they do not oversubscribe the CPU.
         self.threads = threads or max(1, cores // self.workers)
         self.timeout_s = timeout_s

@@ -270,6 +270,33 @@ def report_html(store: Store, reports: list[ExperimentReport]) -> str:
     return "\n".join(parts)
 
 
+def _write_sessions(store: Store, md: Path, page: Path, plot_dir: Path) -> list[Path]:
+    """The research sessions of the store (`airlab auto`): their best confirmed ratio against
+    sprint hours, a plot and a table appended to report.md and report.html."""
+    from airlab.report.sessions import compare_md, compare_png, session_curve
+    from airlab.store import team as team_store
+
+    names = [str(r["name"]) for r in team_store.list_sessions(store)]
+    curves = [c for c in (session_curve(store, n) for n in names) if c.sprints]
+    if not curves:
+        return []
+    png = plot_dir / "sessions.png"
+    png.write_bytes(compare_png(curves))
+    table = compare_md(curves)
+    intro = ("Each `airlab auto` session: the best recipe confirmed on fresh seeds so far, as "
+             "time to the default configuration's quality (default / recipe), against the "
+             "sprint hours spent.")
+    md.write_text(md.read_text() + f"\n## Research sessions\n\n{intro}\n\n"
+                  f"![best confirmed ratio against sprint hours]({plot_dir.name}/sessions.png)"
+                  f"\n\n{table}")
+    b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    section = (f"<section><h2>Research sessions</h2><p>{html.escape(intro)}</p>"
+               f"<img alt='best confirmed ratio against sprint hours' "
+               f"src='data:image/png;base64,{b64}'><pre>{html.escape(table)}</pre></section>")
+    page.write_text(page.read_text().replace("</body></html>", section + "\n</body></html>"))
+    return [png]
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -308,6 +335,7 @@ def export(store: Store, out: Path | str, *, tensorboard: bool = False) -> Expor
     page = out / "report.html"
     page.write_text(report_html(store, reports))
     res.files += [all_tex, md, page]
+    res.files += _write_sessions(store, md, page, plot_dir)
     records = run_records(store)
     res.files += _write_runs(records, out)
     if tensorboard:

@@ -235,3 +235,43 @@ def pareto_png(points: Sequence[tuple[str, float, float]], cost_label: str,
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
     return to_png(fig)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def session_plot(series: Sequence[dict[str, Any]],
+                 title: str = "best confirmed recipe against sprint hours") -> bytes:
+    """Step curves of the best confirmed time-to-target ratio (log scale) over sprint hours,
+    one per session (``series``: label, x, y, and bars: (hours, ratio, ci_low, ci_high) of
+    every confirmation, drawn as 95 % intervals); ``report.sessions`` builds them."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    if not series:
+        _empty(ax, "no research session")
+        ax.set_title(title, fontsize=10)
+        return to_png(fig)
+    top = 2.0
+    for k, s in enumerate(series):
+        color = f"C{k % 10}"
+        ax.step(s["x"], s["y"], where="post", color=color, lw=1.5, label=s["label"])
+        for h, g, lo, hi in s.get("bars", []):
+            err = [[g - lo if lo is not None else 0.0], [hi - g if hi is not None else 0.0]]
+            ax.errorbar([h], [g], yerr=err, fmt="o", color=color, ms=4, capsize=3)
+            top = max(top, hi if hi is not None else g)
+        top = max(top, *s["y"])
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(0.8, top * 1.5)
+    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 50, 100) if t <= top * 1.5]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("sprint hours")
+    ax.set_ylabel("time to the default's quality: default / recipe")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return to_png(fig)

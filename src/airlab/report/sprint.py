@@ -26,18 +26,22 @@ def arm_line(r: ArmResult) -> str:
 def sprint_md(rec: SprintRecord) -> str:
     """The sprint's reasoning as Markdown."""
     prop = rec.proposal
-    lines = [f"# Sprint: {rec.kind}", ""]
+    q = rec.request
+    task = q.task.label(q.tokens) if q.tokens else q.task.label()
+    lines = [f"# Sprint: {rec.kind}", "", f"Task: {task} ({q.task.workload} {q.task.preset}); "
+             "every ratio is measured against its default configuration.", ""]
     lines += ["## Ideas", "", prop.summary if prop else "", ""]
     for c in (prop.researcher if prop else {}).get("candidates", []):
         nov = c.get("novelty") or {}
         sim = ", ".join(f"{n} {s:.2f}" for n, s in (nov.get("similar") or [])[:3])
         ev = c.get("expected_value")
-        ev_text = "proposed by the model" if c.get("source") == "model" \
-            else f"expected value {float('nan') if ev is None else ev:.3g}"
+        ev_text = {"model": "proposed by the model", "random": "drawn at random"}.get(
+            str(c.get("source")), f"expected value {float('nan') if ev is None else ev:.3g}")
         lines.append(f"- **{c.get('idea')}** ({c.get('aspect')}, {c.get('area')}): {ev_text}; "
                      f"{'; '.join(c.get('reasons', []))}"
                      f"{'; similar: ' + sim if sim else ''}"
                      f"{'; known as ' + nov['known_as'] if nov.get('known_as') else ''}")
+    lines += _transfer_md(rec)
     d = rec.design
     lines += ["", "## Design", "", f"- seeds: {d.seeds_reason if d else ''}",
               f"- budget: {d.budget_reason if d else ''}"]
@@ -59,6 +63,10 @@ def sprint_md(rec: SprintRecord) -> str:
     if val is not None:
         lines += [f"Rated {val.rating}/10 ({val.band}).", ""]
         lines += [f"- {arm_line(r)}; quality {r.quality}" for r in val.arms.values()]
+        lines += [f"- {k.replace('/', ' against ')}, paired by seed at the default "
+                  f"configuration's quality: {_ratio(r)} ({r.reached}/{r.n} pairs reached it)"
+                  f"{': it replaces the current recipe' if r.wins else ': not shown faster'}"
+                  for k, r in val.versus.items()]
         lines += _prediction(val.prediction)
         lines += [""] + [f"- {c}" for c in val.critique]
         mc = val.llm_critique
@@ -71,6 +79,23 @@ def sprint_md(rec: SprintRecord) -> str:
                              f"{', '.join(mc['ungrounded_numbers'])})")
     lines += _box_md(rec) + _model_md(rec)
     return "\n".join(lines) + "\n"
+
+
+def _transfer_md(rec: SprintRecord) -> list[str]:
+    """What the Researcher skipped (ideas that do not apply to the task) and discounted (ideas
+    whose win did not transfer)."""
+    prop, lines = rec.proposal, []
+    if rec.request.discount:
+        lines += ["", "Discounted in this choice (their win did not transfer):", ""]
+        lines += [f"- {idea}: {why}" for idea, why in rec.request.discount]
+    if prop is not None and prop.skipped:
+        by: dict[str, list[str]] = {}
+        for idea, why in prop.skipped.items():
+            by.setdefault(why, []).append(idea)
+        lines += ["", f"Skipped: {len(prop.skipped)} ideas do not apply to "
+                      f"{rec.request.task.label()}:", ""]
+        lines += [f"- {', '.join(sorted(ideas))}: {why}" for why, ideas in sorted(by.items())]
+    return lines
 
 
 def _prediction(pred: dict | None) -> list[str]:  # type: ignore[type-arg]

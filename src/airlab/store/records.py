@@ -20,6 +20,50 @@ from airlab.spec import Arm, ExperimentSpec
 DEFAULT_NAME = "default"
 
 
+@dataclass(frozen=True)
+class Task:
+    """The problem a sprint studies: a workload, its preset and dataset, and the unit its
+    budget counts. With the session's shared options (model fields included) and budget it
+    is the *default configuration* that every ratio of a session is measured against."""
+
+    workload: str = "charlm"
+    preset: str = "tiny"
+    dataset: str = "pycode"
+    unit: str = "tokens"
+
+    def label(self, amount: float | None = None) -> str:
+        """'400k tokens on shakespeare' (or 'charlm tiny on shakespeare' without an amount)."""
+        where = self.dataset.rsplit("/", 1)[-1] if self.dataset.startswith("file:") \
+            else self.dataset
+        if amount is None:
+            return f"{self.workload} {self.preset} on {where}"
+        return f"{_amount(amount)} {self.unit} on {where}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Task:
+        """A stored task; a record stored before tasks existed studied Tiny Shakespeare."""
+        if not d:
+            return LEGACY_TASK
+        return cls(str(d.get("workload") or "charlm"), str(d.get("preset") or "tiny"),
+                   str(d.get("dataset") or "pycode"), str(d.get("unit") or "tokens"))
+
+
+# Sprints and sessions stored before the team took a task studied charlm tiny on Tiny
+# Shakespeare (the ideas' minimum experiment): their records replay as such.
+LEGACY_TASK = Task(dataset="shakespeare")
+
+
+def _amount(x: float) -> str:
+    """400000 -> '400k', 1600000 -> '1.6M', 2500 -> '2,500'."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale and x / scale == round(x / scale, 1):
+            return f"{x / scale:g}{suffix}"
+    return f"{x:,.0f}"
+
+
 def default_arm() -> Arm:
     """The default configuration: no switch, no option (the loop's first base)."""
     return Arm(name=DEFAULT_NAME, description="the default configuration")
@@ -84,10 +128,15 @@ class SprintRequest:
     area: str | None = None
     topic: str | None = None
     base: Part = field(default_factory=lambda: default_base())  # the recipe it builds on
-    tokens: float | None = None
+    tokens: float | None = None  # the budget per run, in the task's unit
     seeds: tuple[int, ...] | None = None
     exclude: tuple[str, ...] = ()
     parts: tuple[Part, ...] = ()
+    task: Task = field(default_factory=Task)  # what the sprint studies
+    # Ideas whose win did not hold beyond where it was selected (a recipe of theirs failed a
+    # transfer): the Researcher discounts them; idea -> why.
+    discount: tuple[tuple[str, str], ...] = ()
+    transfer: str | None = None  # a transfer sprint: "budget" (4x) or "dataset"
 
 
 @dataclass
@@ -103,10 +152,13 @@ class ProposalRecord:
     parts: tuple[Part, ...] = ()
     source: str | None = None  # "model": the language model proposed it
     llm_idea: dict[str, Any] | None = None  # the model's idea, in the knowledge-base schema
+    skipped: dict[str, str] = field(default_factory=dict)  # idea -> why it does not apply
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "idea": self.idea, "options": dict(self.options),
                              "trial": self.trial, "summary": self.summary}
+        if self.skipped:
+            d["skipped"] = dict(self.skipped)
         if self.researcher:
             d["researcher"] = self.researcher
         if self.parts:
@@ -122,7 +174,7 @@ class ProposalRecord:
         return cls(str(d.get("kind") or "explore"), d.get("idea"), str(d.get("summary") or ""),
                    dict(d.get("options") or {}), d.get("trial"), dict(d.get("researcher") or {}),
                    tuple(Part.from_json(p) for p in d.get("parts") or ()), d.get("source"),
-                   d.get("llm_idea"))
+                   d.get("llm_idea"), dict(d.get("skipped") or {}))
 
 
 @dataclass
@@ -136,6 +188,9 @@ class DesignRecord:
     runs_to_do: int = 0
     estimate_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # Arm pairs the Validator compares head to head (arm, reference), paired by seed, at the
+    # default configuration's quality: a candidate recipe against the current one.
+    versus: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -196,20 +251,26 @@ class ValidationRecord:
     prediction: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     llm_critique: dict[str, Any] | None = None
+    # Head-to-head results (DesignRecord.versus), keyed "arm/reference".
+    versus: dict[str, ArmResult] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if self.llm_critique is None:
             d.pop("llm_critique")
+        if not self.versus:
+            d.pop("versus")
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ValidationRecord:
         arms = {str(k): ArmResult.from_json({"arm": k, **v})
                 for k, v in (d.get("arms") or {}).items()}
+        versus = {str(k): ArmResult.from_json(v) for k, v in (d.get("versus") or {}).items()}
         return cls(str(d.get("experiment") or ""), int(d.get("rating") or 0),
                    str(d.get("band") or ""), list(d.get("critique") or []), arms,
-                   d.get("prediction"), list(d.get("notes") or []), d.get("llm_critique"))
+                   d.get("prediction"), list(d.get("notes") or []), d.get("llm_critique"),
+                   versus)
 
 
 @dataclass
@@ -277,7 +338,11 @@ class SprintRecord:
             "tokens": q.tokens,
             "seeds": list(q.seeds) if q.seeds is not None else None,
             "exclude": list(q.exclude), "parts": [p.to_json() for p in q.parts],
-            "started": self.started}
+            "task": q.task.to_json(), "started": self.started}
+        if q.discount:
+            d["discount"] = [list(x) for x in q.discount]
+        if q.transfer:
+            d["transfer"] = q.transfer
         if self.proposal is not None:
             d["proposal"] = self.proposal.to_json()
         if self.design is not None:
@@ -314,7 +379,10 @@ class SprintRecord:
                       dict(d["base"].get("options") or {})) if d.get("base") else default_base(),
             tokens=d.get("tokens"), seeds=tuple(int(s) for s in seeds) if seeds else None,
             exclude=tuple(d.get("exclude") or ()),
-            parts=tuple(Part.from_json(p) for p in d.get("parts") or ()))
+            parts=tuple(Part.from_json(p) for p in d.get("parts") or ()),
+            task=Task.from_json(d.get("task")),
+            discount=tuple((str(a), str(b)) for a, b in d.get("discount") or ()),
+            transfer=d.get("transfer"))
         design = d.get("design")
         known = {f.name for f in fields(DesignRecord)}
         impl, runs, val = d.get("implementation"), d.get("runs"), d.get("validation")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from airlab.agents.roles import IsBase, ResearcherRole, SprintContext
     from airlab.settings import Settings
     from airlab.store import Store
-    from airlab.store.records import ValidationRecord
+    from airlab.store.records import Task, ValidationRecord
 
 NOVELTY_ROUNDS = 2  # extra questions after every proposed idea was rejected (not new, invalid)
 
@@ -50,6 +50,10 @@ class PredictionAnswer(BaseModel):
     expected: float
     low: float
     high: float
+
+
+def _charlm() -> list[Literal["charlm", "vision"]]:
+    return ["charlm"]
 
 
 class IdeaAnswer(BaseModel):
@@ -70,6 +74,9 @@ class IdeaAnswer(BaseModel):
         description="registered switches (use) and options, or needs_code: true with the new "
                     "switch name and a sketch of its code")
     prediction: PredictionAnswer
+    workloads: list[Literal["charlm", "vision"]] = Field(
+        default_factory=_charlm, min_length=1,
+        description="the workloads the idea is about")
 
     @model_validator(mode="after")
     def _valid(self) -> IdeaAnswer:
@@ -142,10 +149,11 @@ class ResearchOutcome:
 
 
 RESEARCHER_SYSTEM = """{tag} You are the Researcher of airlab, an automated lab that looks for
-cheaper ways to train neural networks. Experiments train a small character-level GPT (workload
-charlm, preset tiny, Tiny Shakespeare) over several seeds against a baseline, and decide with
-paired statistics. Propose NEW research ideas that the knowledge base does not already hold
-(not a known technique under another name). Each idea either uses switches the lab has
+cheaper ways to train neural networks. Experiments train a small model (the task is given
+below: a character-level GPT, workload charlm, or an image classifier, workload vision) over
+several seeds against a baseline, and decide with paired statistics. Propose NEW research
+ideas that the knowledge base does not already hold (not a known technique under another
+name). Each idea either uses switches the lab has
 registered (implementation.use, with options) or, for something new, sets needs_code: true with
 a new switch name and a sketch of the code a Coder will write as a technique module (hooks on
 the model, the optimizer, the loss or each step). Give a falsifiable prediction: metric
@@ -154,13 +162,18 @@ expected size and a range [low, high] that contains it."""
 
 
 def _research_prompt(ideas: Mapping[str, Idea], *, topic: str | None, area: str | None,
-                     tested: Sequence[str], rejected: Sequence[str]) -> str:
+                     tested: Sequence[str], rejected: Sequence[str], task: Task | None = None
+                     ) -> str:
     from airlab.techniques import TECHNIQUES
 
     known = "; ".join(f"{n} ({i.title})" for n, i in sorted(ideas.items()))
-    switches = ", ".join(sorted(TECHNIQUES))
+    switches = ", ".join(sorted(n for n, t in TECHNIQUES.items()
+                                if task is None or task.workload in t.workloads))
     lines = [f"Ideas the knowledge base already has (do not repeat them): {known}.",
              f"Registered switches: {switches}."]
+    if task is not None:
+        lines.insert(0, f"The task: {task.label()} (workload {task.workload}; give it in the "
+                        "idea's workloads).")
     if tested:
         lines.append(f"Leave these ideas out now (tested, or not wanted): {', '.join(tested)}.")
     if topic:
@@ -177,7 +190,7 @@ def _research_prompt(ideas: Mapping[str, Idea], *, topic: str | None, area: str 
 def propose_idea(llm: LLMBackend, store: Store, settings: Settings | None, *,
                  ideas: Mapping[str, Idea], topic: str | None = None, area: str | None = None,
                  tested: Sequence[str] = (), rounds: int = NOVELTY_ROUNDS,
-                 replaying: str | None = None) -> ResearchOutcome:
+                 replaying: str | None = None, task: Task | None = None) -> ResearchOutcome:
     """A new idea from the model, checked for novelty and against the registries before
     anything runs. LLMUnavailable when none is usable after ``rounds`` more questions.
     ``replaying``: the experiment of the sprint being replayed (its runs are no duplicate)."""
@@ -186,12 +199,12 @@ def propose_idea(llm: LLMBackend, store: Store, settings: Settings | None, *,
     for _ in range(rounds + 1):
         ans = llm.ask("researcher", RESEARCHER_SYSTEM.format(tag=tag("researcher")),
                       _research_prompt(ideas, topic=topic, area=area, tested=tested,
-                                       rejected=rejected), ResearchAnswer)
+                                       rejected=rejected, task=task), ResearchAnswer)
         order = sorted(ans.ideas, key=lambda i: i.name != ans.chosen)  # the chosen one first
         picked: Idea | None = None
         for a in order:
             idea = a.to_idea()
-            why, nov = _refuse(idea, store, settings, ideas, area, replaying)
+            why, nov = _refuse(idea, store, settings, ideas, area, replaying, task)
             candidates.append({"idea": idea.name, "aspect": idea.aspect, "area": idea.area,
                                "expected_value": None, "source": "model",
                                "reasons": [why] if why else [ans.reasons],
@@ -209,13 +222,19 @@ def propose_idea(llm: LLMBackend, store: Store, settings: Settings | None, *,
 
 
 def _refuse(idea: Idea, store: Store, settings: Settings | None, ideas: Mapping[str, Idea],
-            area: str | None, replaying: str | None = None) -> tuple[str | None, dict[str, Any]]:
+            area: str | None, replaying: str | None = None, task: Task | None = None
+            ) -> tuple[str | None, dict[str, Any]]:
     """Why the idea cannot be tested (None: it can) and its novelty record."""
     from airlab.agents.knowledge import check_idea, idea_spec
+    from airlab.agents.loopstate import applies
     from airlab.agents.novelty import check_novelty
 
     if area is not None and idea.area != area:
         return f"it is in area '{idea.area}', not '{area}'", {}
+    if idea.name in ideas:
+        return f"name '{idea.name}' is already an idea of this lab", {}
+    if task is not None and (why := applies(idea, task)) is not None:
+        return f"it does not apply to {task.label()}: {why}", {}
     spec = None
     if not idea.needs_code:
         try:
@@ -267,19 +286,21 @@ class ModelResearcher:
         try:
             out = propose_idea(seat.bound(ctx), ctx.lab.store, ctx.lab.settings,
                                ideas=ctx.lab.ideas, topic=q.topic, area=q.area,
-                               tested=q.exclude, replaying=seat.replaying)
+                               tested=(*q.exclude, *ctx.skipped), replaying=seat.replaying,
+                               task=q.task)
         except LLMUnavailable as e:
             parts["researcher"] = "offline"
             seat.warn(ctx, e.reason)
             return self.offline.propose(ctx, is_base)
         idea = out.idea
         parts["researcher"] = "model"
+        written = "" if seat.replaying else _write(ctx, idea, seat.model)
         code = f" (needs code: --use_{idea.implementation.switch})" if idea.needs_code else ""
         rejected = f"; refused first: {'; '.join(out.rejected)}" if out.rejected else ""
         return ProposalRecord(
             "explore", idea.name, f"the model ({seat.model}) proposed a new idea, {idea.name}"
             f"{code}: {out.reasons.rstrip('. ')}. Prediction: {idea.prediction.text()}"
-            f"{rejected}", researcher={
+            f"{rejected}{written}", researcher={
                 "candidates": out.candidates, "chosen": idea.name, "reasons": out.reasons,
                 "rejected": out.rejected, "source": "model"},
             source="model", llm_idea=idea.model_dump(mode="json"))
@@ -287,3 +308,22 @@ class ModelResearcher:
     def tell(self, ctx: SprintContext, proposal: ProposalRecord,
              validation: ValidationRecord) -> None:
         self.offline.tell(ctx, proposal, validation)
+
+
+def _write(ctx: SprintContext, idea: Idea, model: str) -> str:
+    """The model's idea as a file in ``<home>/ideas/model/`` (a person reads and edits it
+    there; later sprints read it back as one of the lab's ideas). Returns a note for the
+    summary."""
+    from airlab.agents.knowledge import MODEL_IDEAS, write_idea
+
+    folder = ctx.lab.settings.home / "ideas" / MODEL_IDEAS
+    path = folder / f"{idea.name}.yaml"
+    if path.exists():
+        return f"; its file {path} is kept as it is"
+    try:
+        write_idea(folder, idea, f"Proposed by the language model {model} in sprint "
+                                 f"{ctx.key}.\nEdit it freely: the lab reads it back as one of "
+                                 "its ideas (airlab ideas).")
+    except OSError as e:
+        return f"; not written to {folder}: {e.strerror or e}"
+    return f"; written to {path}"
