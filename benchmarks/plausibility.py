@@ -52,6 +52,16 @@ CASES: list[tuple[str, dict[str, Any]]] = [
                                                         use=["prune_oneshot"])),
     ("charlm tiny shakespeare 150k wq_int4", dict(dataset="shakespeare",
                                                   budget={"tokens": 150_000}, use=["wq_int4"])),
+    # Short budgets, where the warmup (100 steps by default) is most of the run.
+    ("charlm tiny pycode 100k (130 steps)", dict(dataset="pycode", budget={"tokens": 100_000})),
+    ("charlm tiny shakespeare 60k (78 steps)", dict(dataset="shakespeare",
+                                                    budget={"tokens": 60_000})),
+    ("charlm micro pycode 12k warmup 5", dict(dataset="pycode", budget={"tokens": 12_000},
+                                              options={"n_layer": 1, "n_head": 2, "n_embd": 32,
+                                                       "block_size": 32, "batch_size": 8,
+                                                       "warmup_steps": 5})),
+    ("vision mlp digits 2 epochs", dict(workload="vision", preset="mlp", dataset="digits",
+                                        budget={"epochs": 2})),
     ("vision mlp digits 20 epochs", dict(workload="vision", preset="mlp", dataset="digits",
                                          budget={"epochs": 20})),
     ("vision cnn digits 10 epochs", dict(workload="vision", preset="cnn", dataset="digits",
@@ -60,25 +70,11 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 QUICK = [CASES[0], CASES[6], CASES[9]]
 
 
-def jump_ratio(curve: list[dict[str, float]]) -> float:
-    """The largest gain of one interval / all gained since the first evaluation (the
-    intervals the curve_jump check reads)."""
-    pts = [p for p in curve if math.isfinite(p.get("val_loss", math.nan))]
-    worst = 0.0
-    if len(pts) > pathology.CURVE_SETTLE + 1:
-        first = pts[1]["val_loss"]
-        for prev, cur in zip(pts[pathology.CURVE_SETTLE:], pts[pathology.CURVE_SETTLE + 1:],
-                             strict=False):
-            so_far = first - prev["val_loss"]
-            if so_far > 0:
-                worst = max(worst, (prev["val_loss"] - cur["val_loss"]) / so_far)
-    return worst
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 137])
+    ap.add_argument("--only", default="", help="run the cases whose name contains this")
     args = ap.parse_args(argv)
     import torch
 
@@ -89,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run':44} {'seed':>4} {'val/train':>9} {'step0/chance':>12} {'bpc/floor':>9} "
           f"{'drop/before':>11} {'jump':>6} {'flags':>5}")
     for name, kw in (QUICK if args.quick else CASES):
+        if args.only not in name:
+            continue
         for seed in args.seeds:
             kw2 = {**kw, "options": {**TINY, **kw.get("options", {})}}
             cfg = resolve(**kw2).model_copy(update={"seed": seed})
@@ -120,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:44} {seed:>4} {val / m['train_eval_loss']:>9.3f} "
                   f"{r.curve[0]['val_loss'] / chance:>12.3f} "
                   f"{(bpc / floor) if floor else math.nan:>9.2f} {drop:>11.4f} "
-                  f"{jump_ratio(r.curve):>6.3f} {int(m.get('implausible', 0)):>5}"
+                  f"{pathology.curve_jump(r.curve, cfg.warmup_steps)[0]:>6.3f} "
+                  f"{int(m.get('implausible', 0)):>5}"
                   f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     return 0
 

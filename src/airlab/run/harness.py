@@ -564,7 +564,8 @@ class _Session:
         out.update(flags)
         flags, reasons = pathology.plausibility(self.curve, out,
                                                 chance_loss=chance_loss(self.m.build),
-                                                floor_bpc=self.m.floor_bpc)
+                                                floor_bpc=self.m.floor_bpc,
+                                                warmup_steps=self.cfg.warmup_steps)
         reasons += notes
         out["implausible"] = float(len(reasons))
         self.notes = reasons

@@ -163,14 +163,37 @@ def overfit_metrics(curve: Sequence[dict[str, float]]) -> tuple[dict[str, float]
 VAL_TRAIN_RATIO = 0.75
 STEP0_RATIO = 0.8
 COMPRESSION_GAIN = 0.02
-CURVE_JUMP = 1.0
+CURVE_JUMP = 1.5
 CURVE_SETTLE = 2
 
 
+def curve_jump(curve: Sequence[dict[str, float]], warmup_steps: int = 0
+               ) -> tuple[float, tuple[tuple[float, float], float, float] | None]:
+    """The largest ratio of one evaluation interval's gain to everything gained since the first
+    evaluation after the warmup, over the intervals after CURVE_SETTLE of them, and that
+    interval ((steps), gain, gained before); (0, None) when the curve is too short."""
+    points = [p for p in curve if math.isfinite(p.get("val_loss", math.nan))
+              and p.get("step", 0) >= max(1, warmup_steps)]
+    best: tuple[float, tuple[tuple[float, float], float, float] | None] = (0.0, None)
+    if len(points) <= CURVE_SETTLE:
+        return best
+    first = points[0]["val_loss"]
+    for prev, cur in zip(points[CURVE_SETTLE - 1:], points[CURVE_SETTLE:], strict=False):
+        so_far = first - prev["val_loss"]
+        gain = prev["val_loss"] - cur["val_loss"]
+        if so_far > 0 and gain / so_far > best[0]:
+            best = (gain / so_far, ((float(prev.get("step", math.nan)),
+                                     float(cur.get("step", math.nan))), gain, so_far))
+    return best
+
+
 def plausibility(curve: Sequence[dict[str, float]], metrics: dict[str, float], *,
-                 chance_loss: float | None, floor_bpc: float | None = None
-                 ) -> tuple[dict[str, float], list[str]]:
-    """``implausible`` (the number of checks tripped) and one line per tripped check."""
+                 chance_loss: float | None, floor_bpc: float | None = None,
+                 warmup_steps: int = 0) -> tuple[dict[str, float], list[str]]:
+    """``implausible`` (the number of checks tripped) and one line per tripped check.
+    ``warmup_steps``: the curve jump is judged from the first evaluation after the learning
+    rate's warmup (during it the loss barely moves, and the first steps at the full rate then
+    gain more than all of it)."""
     reasons: list[str] = []
     # The trained model's loss on training data, measured as the held-out one (eval mode):
     # the running mean of training batches would carry dropout and the model's past.
@@ -194,14 +217,9 @@ def plausibility(curve: Sequence[dict[str, float]], metrics: dict[str, float], *
     if math.isfinite(drop) and math.isfinite(before) and drop < -COMPRESSION_GAIN * abs(before):
         reasons.append(f"compression_improved: the deployed model's loss is {-drop:.4g} better "
                        "than the trained one's")
-    if len(points) > CURVE_SETTLE + 1:
-        first = points[1]["val_loss"]
-        for prev, cur in zip(points[CURVE_SETTLE:], points[CURVE_SETTLE + 1:], strict=False):
-            so_far = first - prev["val_loss"]
-            gain = prev["val_loss"] - cur["val_loss"]
-            if so_far > 0 and gain > CURVE_JUMP * so_far:
-                reasons.append(f"curve_jump: the loss fell {gain:.4g} between steps "
-                               f"{prev.get('step', '?'):g} and {cur.get('step', '?'):g}, more "
-                               f"than the {so_far:.4g} of all evaluations before")
-                break
+    ratio, jump = curve_jump(curve, warmup_steps)
+    if jump is not None and ratio > CURVE_JUMP:
+        (s0, s1), gain, so_far = jump
+        reasons.append(f"curve_jump: the loss fell {gain:.4g} between steps {s0:g} and {s1:g}, "
+                       f"more than the {so_far:.4g} of all evaluations before")
     return {"implausible": float(len(reasons))}, reasons

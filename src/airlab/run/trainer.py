@@ -315,7 +315,8 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None, 
             metrics["train_eval_loss"] = float(task.train_eval(trained))
         flags, implausible = pathology.plausibility(
             curve, metrics, chance_loss=task.chance_loss,
-            floor_bpc=task.floor_bpc() if task.floor_bpc is not None else None)
+            floor_bpc=task.floor_bpc() if task.floor_bpc is not None else None,
+            warmup_steps=config.warmup_steps)
         metrics.update(flags)
         if implausible:
             info["implausible"] = implausible
