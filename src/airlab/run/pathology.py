@@ -143,14 +143,15 @@ def overfit_metrics(curve: Sequence[dict[str, float]]) -> tuple[dict[str, float]
 # its own evaluations and trips for any run, generated code or not. A flagged run's arm is
 # never "better" and never credited (airlab.analysis); the reasons are kept in the run info.
 # Where honest runs sit (benchmarks/plausibility.py: charlm tiny on Tiny Shakespeare and pycode
-# at 150k-400k tokens with cosine, wsd, a 0.3 horizon, dropout 0.3, rope+rmsnorm, ptq_int8,
-# prune_oneshot, wq_int4; vision mlp and cnn on digits; 2 seeds each, 22 runs; docs/sandbox.md):
+# at 60k-400k tokens with cosine, wsd, a 0.3 horizon, dropout 0.3, rope+rmsnorm, ptq_int8,
+# prune_oneshot, wq_int4; a micro model at 12k; vision mlp and cnn on digits; 2 seeds each,
+# 30 runs; docs/sandbox.md):
 #
 # - val_below_train: the held-out loss below VAL_TRAIN_RATIO x ``train_eval_loss`` (the same
 #   model on fixed training windows, measured the same way). Honest runs: 0.987-1.053 (text),
-#   1.5-14.8 (vision: the training loss goes to ~0). A patched evaluation once showed 0.10.
+#   1.27-14.8 (vision: the training loss goes to ~0). A patched evaluation once showed 0.10.
 # - below_floor: text only: bits per character below the text's floor (workloads.FLOOR_*).
-#   Honest runs: 2.76-5.44 x the floor.
+#   Honest runs: 2.76-8.03 x the floor.
 # - starts_trained: the untrained model (step 0) already below STEP0_RATIO x the loss of a
 #   uniform guess, ln(vocabulary) or ln(classes): knowledge no training paid for (a table of
 #   statistics written into the code). Honest runs: 0.960-1.008 x.
@@ -163,7 +164,7 @@ def overfit_metrics(curve: Sequence[dict[str, float]]) -> tuple[dict[str, float]
 #   58 % of its whole gain in its first interval after a short warmup, and the end of a long
 #   warmup is where any run falls fastest; a late swap is what no honest curve shows. Honest
 #   runs: at most 0.18 of the whole gain (vision mlp, 2 epochs), 0.11 on text (micro GPT,
-#   12k tokens), 0.02-0.05 at 60k-400k tokens with cosine, wsd and a 0.3 horizon.
+#   12k tokens), 0.00-0.03 at 60k-400k tokens with cosine, wsd and a 0.3 horizon.
 VAL_TRAIN_RATIO = 0.75
 STEP0_RATIO = 0.8
 COMPRESSION_GAIN = 0.02
