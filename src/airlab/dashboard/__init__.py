@@ -97,10 +97,17 @@ def serve(db_url: str, sock: socket.socket, *, poll_s: float = 2.0, wide: bool =
     app = create_app(db_url, poll_s=poll_s, allowed_hosts=hosts)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
-    if on_ready is not None:
-        on_ready(url_of(sock))
-    server.run(sockets=[sock])
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            # Said once the server listens with its own Ctrl-C handling in place: a Ctrl-C
+            # that came between an earlier "ready" and uvicorn's handlers was once lost (the
+            # server then ran on).
+            if on_ready is not None and not self.should_exit:
+                on_ready(url_of(sock))
+
+    Server(config).run(sockets=[sock])
 
 
 __all__ = ["DEFAULT_PORT", "check_parts", "is_loopback", "open_socket", "serve", "url_of"]
