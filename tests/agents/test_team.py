@@ -349,6 +349,33 @@ def test_the_loop_explores_only_ideas_about_speed() -> None:
     assert all(not ideas[n].needs_code for n in names)
 
 
+def test_with_every_idea_tested_on_the_recipe_the_loop_goes_on_tuning_the_ideas_with_ranges(
+        ) -> None:
+    """A cheap task tries every idea in minutes (vision on digits: 33 sprints in 3 minutes);
+    the session then goes on with new trials of the ideas that have search ranges, the least
+    tried first, instead of stopping with its budget left."""
+    s = get_settings()
+    team = Team(Store(s.db_url), s, None, seed=0)  # type: ignore[arg-type]  # decisions only
+    plan = LoopPlan(team.lab, (0, 1, 2), None)
+    st = LoopState()
+    names = speed_ideas(team.lab.ideas)
+    st.tested = list(names)
+    st.on_base[st.base.idea] = list(names)
+    assert plan.open_ideas(st) == []
+    req = next_sprint(st, plan)
+    assert req.kind == "explore" and req.retune
+    offered = sorted(set(team.lab.ideas) - set(req.exclude))
+    tunable = [n for n in names if team.lab.ideas[n].implementation.search]
+    assert offered and set(offered) <= set(tunable)
+    st.on_base[st.base.idea].append(offered[0])  # tried once more: the others come first
+    again = next_sprint(st, plan)
+    assert offered[0] in again.exclude and again.retune
+    assert SprintRecord.from_json(SprintRecord(req, 0.0).to_json()).request.retune
+    # While an idea is open, nothing is re-tuned.
+    st.tested = st.on_base[st.base.idea] = [n for n in names if n != names[0]]
+    assert not next_sprint(st, plan).retune
+
+
 def _sprint_rows(db: str) -> list[dict[str, Any]]:
     st = Store(db)
     try:

@@ -186,6 +186,11 @@ class Explore:
             state.winners.append(part)
 
     def wants(self, state: LoopState, plan: LoopPlan) -> SprintRequest | None:
-        exclude = sorted(set(plan.lab.ideas) - set(plan.open_ideas(state)))
+        open_ = plan.open_ideas(state)
+        # Nothing open on this recipe: the session goes on tuning the ideas with ranges
+        # rather than stopping with budget left (a cheap task tries every idea in minutes).
+        retune = not open_ and bool(open_ := plan.retune_ideas(state))
+        exclude = sorted(set(plan.lab.ideas) - set(open_))
         return plan.request("explore", state.base, exclude=tuple(exclude),
-                            discount=tuple(sorted(state.not_transferred.items())))
+                            discount=tuple(sorted(state.not_transferred.items())),
+                            retune=retune)

@@ -107,6 +107,19 @@ class LoopPlan:
                 and (n not in state.tested or ideas[n].implementation.search)
                 and not adds_nothing(ideas[n], state.base)]
 
+    def retune_ideas(self, state: LoopState) -> list[str]:
+        """Once no idea is open: the ideas with search ranges (another trial of their study may
+        find better values on this recipe), the ones tried fewest times on it first. Empty
+        when none has ranges."""
+        ideas = self.lab.ideas
+        tunable = [n for n in speed_ideas(ideas, self.the_task, self.lab)
+                   if ideas[n].implementation.search and not adds_nothing(ideas[n], state.base)]
+        if not tunable:
+            return []
+        tries = {n: state.tested_on_base.count(n) for n in tunable}
+        least = min(tries.values())
+        return [n for n in tunable if tries[n] == least]
+
     def request(self, kind: str, base: Part, **kw: Any) -> SprintRequest:
         """A request of ``kind`` on the session's task and budget (``kw`` overrides)."""
         return SprintRequest(kind, **{"seeds": self.seeds, "base": base, "task": self.the_task,

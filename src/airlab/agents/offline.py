@@ -40,7 +40,7 @@ class OfflineResearcher:
         r = self._researcher(self.lab.seed * 1000 + ctx.number)
         p = r.propose(topic=q.topic, area=q.area, idea=q.idea,
                       exclude=(*q.exclude, *ctx.skipped), is_base=is_base,
-                      discount=dict(q.discount))
+                      discount=dict(q.discount), retune=q.retune)
         chosen = p.chosen
         others = ", ".join(c.idea for c in p.candidates if c.idea != chosen.idea)
         tuned = f" with {p.options}" if p.options else ""

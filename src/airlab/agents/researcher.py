@@ -295,8 +295,11 @@ class Researcher:
     def propose(self, *, topic: str | None = None, area: str | None = None,
                 idea: str | None = None, exclude: Collection[str] = (),
                 is_base: Callable[[str, Mapping[str, Any]], bool] | None = None,
-                discount: Mapping[str, str] | None = None) -> Proposal:
+                discount: Mapping[str, str] | None = None, retune: bool = False) -> Proposal:
         """Three candidates from different aspects and the chosen one, with its options.
+
+        ``retune``: the ideas in scope were all tested on the current recipe; a decided one
+        gets a new sampled trial of its study rather than its best trial again.
 
         ``discount``: idea -> why its win did not transfer; its expected value is discounted.
 
@@ -324,6 +327,9 @@ class Researcher:
 
         pool, recheck, notes = scope(self.ideas, statuses, area=area, idea=idea,
                                      exclude=exclude)
+        if retune:
+            notes.append("every idea was tested on the current recipe: another trial of one "
+                         "with search ranges")
         discounted = {n: why for n, why in (discount or {}).items() if n in pool}
         notes += [f"discounted {n} (expected value x{TRANSFER_DISCOUNT:g}): its win did not "
                   f"transfer ({why})" for n, why in sorted(discounted.items())]
@@ -354,7 +360,8 @@ class Researcher:
             else:  # all of them are stored: the best one is chosen, and said to be a repeat
                 chosen_name, skipped = ranked[0], []
         picked = _three(ranked, chosen_name, self.ideas)
-        options, trial, resumed, tuned_note = self.tuner.tune(chosen_name, recheck, is_base)
+        options, trial, resumed, tuned_note = self.tuner.tune(
+            chosen_name, recheck and not retune, is_base)
         cands = []
         for n in picked:
             nov = novelty.get(n) if n != chosen_name or not options else None

@@ -137,6 +137,9 @@ class SprintRequest:
     # transfer): the Researcher discounts them; idea -> why.
     discount: tuple[tuple[str, str], ...] = ()
     transfer: str | None = None  # a transfer sprint: "budget" (4x) or "dataset"
+    # Every idea was tested on the current recipe: a tunable one gets a new trial of its study
+    # (sampled, not the best so far again, as a re-check would).
+    retune: bool = False
 
 
 @dataclass
@@ -343,6 +346,8 @@ class SprintRecord:
             d["discount"] = [list(x) for x in q.discount]
         if q.transfer:
             d["transfer"] = q.transfer
+        if q.retune:
+            d["retune"] = True
         if self.proposal is not None:
             d["proposal"] = self.proposal.to_json()
         if self.design is not None:
@@ -382,7 +387,7 @@ class SprintRecord:
             parts=tuple(Part.from_json(p) for p in d.get("parts") or ()),
             task=Task.from_json(d.get("task")),
             discount=tuple((str(a), str(b)) for a, b in d.get("discount") or ()),
-            transfer=d.get("transfer"))
+            transfer=d.get("transfer"), retune=bool(d.get("retune")))
         design = d.get("design")
         known = {f.name for f in fields(DesignRecord)}
         impl, runs, val = d.get("implementation"), d.get("runs"), d.get("validation")
