@@ -123,8 +123,8 @@ def test_bad_model_settings_are_one_line_errors() -> None:
 
 def test_a_role_that_cannot_answer_within_its_share_of_the_box_falls_back_at_once(
         shared_data: Path) -> None:
-    minutes = 2.0
-    share = BOX_SHARE["researcher"] * minutes * 60  # 18 s of a 2-minute box
+    minutes = 1.0
+    share = BOX_SHARE["researcher"] * minutes * 60  # 9 s of a 1-minute box
     with ChatServer() as srv:
         srv.script(slow(90, json_reply(RESEARCH)), when=tag("researcher"))
         srv.script(json_reply({"arms": []}), when=tag("architect"))
