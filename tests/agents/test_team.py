@@ -318,6 +318,33 @@ def test_a_confirmation_that_does_not_hold_rejects_the_recipe() -> None:
     assert leaderboard(store, "r")[0].status == "rejected"
 
 
+def test_a_confirmation_cut_by_the_sessions_end_keeps_the_candidate() -> None:
+    """Seen in the one-hour pycode session: a confirmation started with two minutes left ran 2
+    of its 9 runs; that says nothing about the recipe, which stays the candidate (confirmed
+    again on fresh seeds when time is left), never "rejected"."""
+    s = get_settings()
+    store = Store(s.db_url)
+    part = {"idea": "rope+x", "use": ["rope"], "options": {}, "selection": {"ratio": 1.6}}
+    conf = {"kind": "confirm", "proposal": {"kind": "confirm", "parts": [part]},
+            "spec": {"arms": [{"name": "recipe"}], "seeds": [10000, 10001, 10002]},
+            "runs": {"experiment": "x1", "planned": 9, "reused": 0, "adopted": 0, "ran": 2,
+                     "failed": 0, "incomplete": 0, "rating": 2},
+            "validation": {"arms": {"recipe": {"wins": False, "ratio": None, "n": 0}}}}
+    _done_sprint(store, "cut", 1, "confirm", conf)
+    st = replay(store, "cut")
+    assert is_default(st.base) and st.candidate is not None and st.candidate.idea == "rope+x"
+    [row] = leaderboard(store, "cut")
+    assert row.status == "candidate"
+    assert row.confirmation["incomplete"] == "0 of 3 seed pairs finished"
+    req = next_sprint(st, LoopPlan(Team(store, s, None, seed=0).lab,  # type: ignore[arg-type]
+                                   (0, 1, 2), None))
+    assert req.kind == "confirm" and req.seeds == (10100, 10101, 10102)  # fresh seeds
+    # A run that failed is a result: the same confirmation with a failure rejects.
+    conf["runs"] = {**conf["runs"], "failed": 1}
+    _done_sprint(store, "failed", 1, "confirm", conf)
+    assert leaderboard(store, "failed")[0].status == "rejected"
+
+
 def _confirm(name: str, use: list[str], ratio: float, lo: float, seeds: list[int]
              ) -> dict[str, Any]:
     part = {"idea": name, "use": use, "options": {}, "selection": {"ratio": ratio + 1}}

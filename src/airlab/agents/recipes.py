@@ -70,6 +70,18 @@ def _figures(row: SprintRow, res: Any) -> dict[str, Any]:
             "label": rec.request.task.label(rec.request.tokens)}
 
 
+def _cut_short(row: SprintRow, res: Any, pairs: int, failed_too: bool = False) -> bool:
+    """Whether a sprint's comparison lacks seed pairs because its runs did not all run (cut
+    by the box or the session's end), not because runs failed (``failed_too``: either)."""
+    if res is not None and res.n >= pairs:
+        return False
+    if failed_too:
+        return True
+    runs = row.record.runs
+    return runs is not None and runs.failed == 0 and (
+        runs.incomplete > 0 or runs.reused + runs.ran < runs.planned)
+
+
 class Stack:
     """The winners together on the recipe, each ablated out, against the default
     configuration (and the recipe itself as an arm)."""
@@ -194,6 +206,17 @@ class Confirm:
         res = rec.validation.arms.get(VERSUS[0]) if rec.validation is not None else None
         vs = rec.validation.versus.get("/".join(VERSUS)) if rec.validation is not None \
             else None
+        pairs = len(rec.spec.seeds) if rec.spec is not None else 0
+        if parts and _cut_short(row, res, pairs):
+            # Runs cut by the box or the session's end, none failed: the confirmation says
+            # nothing, so the recipe stays the candidate (confirmed again, on fresh seeds, when
+            # time is left), never "rejected" for lack of time.
+            p = parts[0]
+            state.recipes[p.idea] = RecipeEntry(p, dict(p.selection or {}), "candidate", {
+                **_figures(row, res), "hours": round(state.spent_s / 3600, 4),
+                "incomplete": f"{res.n if res else 0} of {pairs} seed pairs finished"})
+            state.candidate = p
+            return
         replaces = holds(res)
         if replaces and not is_default(state.base):
             beside = rec.spec is not None and any(a.name == VERSUS[1] for a in rec.spec.arms)
@@ -263,7 +286,7 @@ class Transfer:
         res = rec.validation.arms.get(VERSUS[0]) if rec.validation is not None else None
         figures = _figures(row, res)
         pairs = len(figures["seeds"])
-        if res is None or res.n < pairs:  # runs cut by the box: not measured, not a failure
+        if _cut_short(row, res, pairs, failed_too=True):  # not measured, not a failure
             figures["incomplete"] = f"{res.n if res else 0} of {pairs} seed pairs finished"
             entry.transfer[where] = figures
             return

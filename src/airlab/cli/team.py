@@ -428,6 +428,8 @@ def _ratio(d: dict[str, Any] | None) -> str:
         return "-"
     if d.get("error"):
         return f"failed: {d['error']}"[:120]
+    if d.get("incomplete"):
+        return f"not measured: {d['incomplete']}"
     g = d.get("ratio")
     if g is None or not math.isfinite(g):
         return "no time-to-target"
