@@ -261,3 +261,16 @@ def test_two_sessions_compared_best_confirmed_ratio_against_sprint_hours(
     report = (tmp_path / "exp" / "report.md").read_text()
     assert "## Research sessions" in report and "plots/sessions.png" in report
     assert (tmp_path / "exp" / "plots" / "sessions.png").stat().st_size > 1000
+
+
+def test_the_compare_table_reads_a_confirmation_at_the_hour_it_prints() -> None:
+    """A confirmation at 0.3224 sprint hours is printed at 0.323 with its ratio (rounded down
+    to 0.322 it read as not confirmed yet: seen in the one-hour pycode comparison)."""
+    from airlab.report.sessions import Point, SessionCurve, compare_md
+
+    a = SessionCurve("a", "team", "t", 1.0064, 9, [Point(0.3224, 2.92, 2.25, 3.79, "r", "3/3")])
+    b = SessionCurve("b", "random", "t", 1.1491, 14, [Point(0.8199, 1.55, 1.35, 1.78, "s",
+                                                          "3/3")])
+    md = compare_md([a, b])
+    assert "| 0.323 | 2.92x | 1x |" in md and "| 0.820 | 2.92x | 1.55x |" in md
+    assert "| 1.007 | 2.92x | 1.55x |" in md and "| 1.150 | - | 1.55x |" in md

@@ -91,10 +91,16 @@ def ratio_text(p: Point | None) -> str:
     return f"{p.ratio:.2f}x{ci} ({p.pairs} pairs)"
 
 
+def _mark(hours: float) -> float:
+    """Hours as the table prints them (3 decimals), rounded up: a confirmation at 0.3224 h is
+    read at 0.323, where it has happened (rounded to 0.322 it was read as not yet)."""
+    return math.ceil(hours * 1000 - 1e-6) / 1000
+
+
 def grid(curves: Sequence[SessionCurve], step: float | None = None) -> list[float]:
     """Sprint hours at which to read every curve: each confirmation and the end."""
-    marks = {round(c.hours, 3) for c in curves} | {round(p.hours, 3) for c in curves
-                                                   for p in c.points}
+    marks = {_mark(c.hours) for c in curves} | {_mark(p.hours) for c in curves
+                                                for p in c.points}
     if step:
         end = max((c.hours for c in curves), default=0.0)
         marks |= {round(step * k, 3) for k in range(1, int(end / step) + 1)}
@@ -116,7 +122,7 @@ def compare_md(curves: Sequence[SessionCurve]) -> str:
         cells = []
         for c in curves:
             b = c.best_at(h)
-            cells.append("-" if h > round(c.hours, 3) else
+            cells.append("-" if h > _mark(c.hours) else
                          "1x" if b is None else f"{b.ratio:.2f}x")
         lines.append(f"| {h:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
