@@ -12,7 +12,8 @@
 # export under OUT (default runs/TASK-HOURSh).
 #
 # Environment: AIRLAB (the command, default .venv/bin/airlab), TOKENS / SAMPLES (the budget
-# per run; default 400000 tokens, 30000 samples), MINUTES (the time box per sprint, default
+# per run; default 400000 tokens, 30000 samples), DATASET (vision: digits by default, or mnist,
+# fashion-mnist, cifar10), MINUTES (the time box per sprint, default
 # 30), SEED (default 0), TEAM_CPUS / CONTROL_CPUS (default 0 and 1), CONTROL=0 (the team
 # alone: the vision session of the issue), AIRLAB_DATA_DIR (shakespeare needs
 # tinyshakespeare/input.txt there, or the network). PRINT=1 prints the commands only.
@@ -33,7 +34,7 @@ minutes=${MINUTES:-30}
 seed=${SEED:-0}
 case "$task" in
   pycode|pydoc|shakespeare) base=(--dataset "$task" --tokens "${TOKENS:-400000}") ;;
-  vision) base=(--workload vision --dataset digits --samples "${SAMPLES:-30000}") ;;
+  vision) base=(--workload vision --dataset "${DATASET:-digits}" --samples "${SAMPLES:-30000}") ;;
   *) echo "unknown task '$task': pycode, pydoc, shakespeare or vision" >&2; exit 2 ;;
 esac
 common=(auto --hours "$hours" --seed "$seed" --workers 1 --minutes "$minutes" "${base[@]}")
