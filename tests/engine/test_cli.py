@@ -103,6 +103,9 @@ def _states(db: Path) -> list[str]:
         return []
 
 
+# Slow (about 20 s on one core): CI keeps tests/engine/test_faults.py's SIGKILL of workers at
+# three moments and tests/engine/test_executor.py's runs dying with a SIGKILLed airlab.
+@pytest.mark.slow
 def test_sigkill_mid_experiment_then_rerun_finishes_exactly_once(tmp_path: Path) -> None:
     spec = tmp_path / "kill.yaml"
     spec.write_text(SPEC)
