@@ -203,7 +203,7 @@ def test_a_running_experiment_grows_on_the_page_then_its_verdict_appears(
 @pytest.mark.slow
 def test_the_same_on_postgresql_with_two_workers(browser: Any, shared_data: Path,
                                                  tmp_path: Path, pg_url: str) -> None:
-    spec = _spec(tmp_path, "live_pg", 1.2e5)
+    spec = _spec(tmp_path, "live_pg", 3.2e5)  # runs of several seconds (as above)
     db = ["--db", pg_url]
     _finish(subprocess.Popen([*_airlab(), *db, "run", str(spec), "--enqueue"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
