@@ -242,6 +242,7 @@ def test_a_spent_token_budget_warns_once_and_the_sprint_goes_on(shared_data: Pat
     assert rec["validation"]["rating"] is not None
 
 
+@pytest.mark.slow  # ~11 s; CI keeps tests/sandbox/test_technique_files.py's escaping run
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (the sandbox) missing")
 def test_an_escaping_technique_is_a_failed_implementation(shared_data: Path) -> None:
     # A listener the generated code tries to reach: the sandbox has no network, so nothing

@@ -211,6 +211,30 @@ def test_the_loop_stacks_two_winners_then_confirms_then_builds_on_the_recipe() -
     assert dict(kw.discount) == st.not_transferred  # the Researcher is told
 
 
+def test_an_idea_that_wins_in_two_trials_is_one_part_of_the_stack() -> None:
+    # Once every idea is tested the session retunes: a second trial of short_warmup that wins
+    # replaces its first when faster, never joins it (a stack of one idea twice, as a
+    # 30-minute MNIST session once built: short_horizon+short_horizon+...).
+    s = get_settings()
+    store = Store(s.db_url)
+    team = Team(store, s, None, seed=0)  # type: ignore[arg-type]  # decisions only
+    sess = "r"
+    _done_sprint(store, sess, 1, "explore",
+                 _explore("short_warmup", [], {"warmup_steps": 20}, True, 1.3), "short_warmup")
+    _done_sprint(store, sess, 2, "explore",
+                 _explore("short_warmup", [], {"warmup_steps": 12}, True, 1.6), "short_warmup")
+    _done_sprint(store, sess, 3, "explore",
+                 _explore("short_warmup", [], {"warmup_steps": 40}, True, 1.1), "short_warmup")
+    st = replay(store, sess)
+    assert [(w.idea, w.options, w.ratio) for w in st.winners] == [
+        ("short_warmup", {"warmup_steps": 12}, 1.6)]  # the faster trial, once
+    _done_sprint(store, sess, 4, "explore", _explore("rope", ["rope"], {}, True, 1.4), "rope")
+    kind, kw = _next(team, replay(store, sess), [0, 1, 2], 4000, left=5)
+    assert kind == "stack"
+    assert [(p.idea, p.options) for p in kw.parts] == [("short_warmup", {"warmup_steps": 12}),
+                                                       ("rope", {})]
+
+
 def _transfer(req: Any, ratio: float, lo: float) -> dict[str, Any]:
     """A stored transfer sprint of ``req`` whose recipe arm came out at ``ratio`` [lo, ...]."""
     d = SprintRecord(req, 0.0).to_json()
@@ -413,6 +437,7 @@ def _sprint_rows(db: str) -> list[dict[str, Any]]:
         st.close()
 
 
+@pytest.mark.slow  # ~14 s; CI keeps test_researcher's resumed trial, test_faults' SIGKILLs
 def test_auto_killed_in_its_second_sprint_continues_with_no_run_twice(
         shared_data: Path, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'auto.db'}"

@@ -200,6 +200,7 @@ CRITIQUE = {"critique": ["Three seed pairs at 4,000 tokens say little; rerun lon
             "summary": "Too short to tell."}
 
 
+@pytest.mark.slow  # ~11 s; CI keeps the seeded offline auto session's pin below
 def test_a_replayed_model_sprint_chooses_and_plans_as_pinned(shared_data: Path) -> None:
     from chat_server import ChatServer, json_reply
 

@@ -37,6 +37,7 @@ seeds: {seeds}
 """
 
 
+@pytest.mark.slow  # ~20 s; CI keeps tests/store/test_claims.py's processes sharing a store
 @pytest.mark.skipif(_SCRIPT is None, reason="the airlab console script is not installed")
 def test_two_concurrent_runs_of_one_spec_execute_each_run_once(tmp_path: Path) -> None:
     spec = tmp_path / "c.yaml"

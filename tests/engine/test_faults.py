@@ -185,6 +185,7 @@ def _can_mount_readonly(folder: Path) -> bool:
     return subprocess.run(_readonly_cmd(folder, ["true"]), capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # ~10 s; CI keeps the full disk below (a write refused, nothing lost)
 def test_reading_commands_work_on_a_read_only_lab_folder(lab: Path, tmp_path: Path) -> None:
     home = tmp_path / "ro"
     shutil.copytree(lab, home)

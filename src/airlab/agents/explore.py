@@ -182,8 +182,15 @@ class Explore:
         if state.winners:
             state.since_win += 1
         part = winner_part(row.record, state.base)
-        if part is not None:
+        if part is None:
+            return
+        # One part per idea: a retuned trial that wins again replaces the idea's earlier
+        # part when it is faster (two trials of one idea stacked would be one idea twice).
+        same = [i for i, w in enumerate(state.winners) if w.idea == part.idea]
+        if not same:
             state.winners.append(part)
+        elif (part.ratio or 0.0) > (state.winners[same[0]].ratio or 0.0):
+            state.winners[same[0]] = part
 
     def wants(self, state: LoopState, plan: LoopPlan) -> SprintRequest | None:
         open_ = plan.open_ideas(state)

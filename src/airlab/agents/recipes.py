@@ -91,7 +91,8 @@ class Stack:
     def propose(self, ctx: SprintContext, roles: Roles) -> ProposalRecord:
         parts = parts_of(ctx)
         names = "+".join(p.idea for p in parts)
-        return ProposalRecord("stack", None, f"{len(parts)} ideas won against "
+        won = f"{len(parts)} ideas won" if len(parts) != 1 else "1 idea won"
+        return ProposalRecord("stack", None, f"{won} against "
                               f"{ctx.base.idea}: try them together ({names}), each one "
                               "ablated out", parts=parts)
 
