@@ -199,6 +199,19 @@ def test_check_plans_without_training(tmp_path: Path, db_url: str) -> None:
     one_line_error(airlab("check", str(bad), db=db_url), "bad.yaml:9", "'ropee'", "'rope'")
 
 
+def test_home_decides_the_cache_over_an_inherited_one(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rule the end-to-end test below checks through a worker, here in the settings alone.
+    from airlab.settings import Settings, get_settings
+
+    monkeypatch.setenv("AIRLAB_CACHE_DIR", str(tmp_path / "elsewhere"))
+    s = get_settings(home=tmp_path / "lab2")
+    assert s.cache_dir == tmp_path / "lab2" / "cache"
+    assert Settings.from_dict(s.to_dict()) == s  # what a worker process receives
+    assert get_settings().cache_dir == tmp_path / "elsewhere"  # no --home: the environment's
+
+
+@pytest.mark.slow  # ~8 s; CI keeps the settings-level test above
 def test_home_reaches_the_data_cache(tmp_path: Path, shared_data: Path) -> None:
     # --home decides the cache, in the parent and in the worker, even with an inherited
     # AIRLAB_CACHE_DIR: Tiny Shakespeare placed only in <home>/cache is found there, offline.

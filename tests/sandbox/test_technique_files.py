@@ -64,6 +64,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "200"})
 
 
+@pytest.mark.slow  # ~8 s; CI runs the bad files through the same sandboxed check
 def test_a_good_file_passes_the_check() -> None:
     r = _cli("techniques", "check", str(GOOD))
     assert r.returncode == 0, r.stdout + r.stderr
