@@ -214,6 +214,19 @@ def test_stopped_server_is_unavailable_fast(chat_server: ChatServer,
     assert len(recs) == 4 and all(r.response is None for r in recs)
 
 
+def test_a_question_stops_at_its_time_limit_retries_included(chat_server: ChatServer,
+                                                              llm_settings: Any) -> None:
+    # The rule behind a role's share of the time box (the sprint-level test is slow):
+    # the request waits at most what is left, and no retry starts after the limit.
+    chat_server.script(slow(30.0, json_reply(GOOD)))
+    c, recs = client(llm_settings(timeout_s=20.0, max_retries=3))
+    t0 = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="within its 1 s share of the time box"):
+        c.ask("researcher", "sys", "u", Idea, time_limit=1.0)
+    assert 0.9 < time.monotonic() - t0 < 3.0  # not the 20-s timeout, not the 30-s answer
+    assert len(chat_server.requests()) == 1 and len(recs) == 1 and recs[0].response is None
+
+
 # -- token budget -------------------------------------------------------------------------------
 
 def test_budget_spent_stops_asking(chat_server: ChatServer, llm_settings: Any) -> None:

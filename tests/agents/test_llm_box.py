@@ -121,6 +121,7 @@ def test_bad_model_settings_are_one_line_errors() -> None:
         assert srv.requests() == []  # refused before anything was asked
 
 
+@pytest.mark.slow  # ~16 s; CI keeps test_llm's question stopped at its time limit
 def test_a_role_that_cannot_answer_within_its_share_of_the_box_falls_back_at_once(
         shared_data: Path) -> None:
     minutes = 1.0

@@ -137,6 +137,31 @@ def test_a_bad_base_gets_the_one_line_errors_of_airlab_check(tmp_path: Path) -> 
     assert not (home / "experiments").exists()  # nothing ran
 
 
+def test_ideas_that_do_not_apply_to_a_vision_task_are_named_with_the_reason(
+        tmp_path: Path) -> None:
+    # The rule the vision sprint below (slow) shows in its record and sprint.md, checked here
+    # without training; and the one-line refusal of an idea asked for that does not apply.
+    from airlab.agents.kinds import not_applying, speed_ideas
+    from airlab.agents.task import Task
+    from airlab.agents.team import Team
+
+    s = get_settings()
+    lab = Team(Store(s.db_url), s, None, seed=0).lab  # type: ignore[arg-type]
+    vision = Task("vision", "mlp", "digits", "samples")
+    skipped = not_applying(lab, vision)
+    assert skipped["rope"] == "declared for charlm only"
+    assert "rope" not in not_applying(lab, Task())  # it applies to the default task
+    left = speed_ideas(lab.ideas, vision, lab)
+    assert left and not set(left) & set(skipped)
+    assert all("vision" in lab.ideas[n].workloads for n in left)
+    p = _airlab(["sprint", "--workload", "vision", "--idea", "rope", "--samples", "2000"],
+                tmp_path / "lab")
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) <= 2, p.stderr
+    assert "'rope' does not apply to vision mlp on digits: declared for charlm only" in lines[0]
+
+
+@pytest.mark.slow  # ~15 s; CI keeps the rule and the refusal above
 def test_the_vision_workload_skips_ideas_that_do_not_apply_and_says_why(
         tmp_path: Path) -> None:
     home = tmp_path / "lab"

@@ -140,6 +140,7 @@ def test_missing_ray_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
         RayExecutor(settings=get_settings(), num_cpus_per_run=0)
 
 
+@pytest.mark.slow  # ~6 s; CI keeps the timeout that cancels a task
 def test_shutdown_cancels_the_outstanding_tasks(local_ray: None, shared_data: Path) -> None:
     """Ctrl-C (the CLI's finally calls shutdown): running tasks are force-cancelled and come
     back as failed, retryable results; nothing keeps training."""

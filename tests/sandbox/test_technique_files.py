@@ -160,6 +160,7 @@ def test_a_spec_with_technique_files_runs_in_the_sandbox(tmp_path: Path) -> None
     store.close()
 
 
+@pytest.mark.slow  # ~9 s; CI keeps test_sandbox's escapes and test_integrity's attack runs
 def test_an_escaping_run_is_failed_and_the_next_run_goes_on(tmp_path: Path) -> None:
     """The executor alone (what the experiment above uses): the escaping job comes back
     failed with the sandbox's reason, the job after it finishes."""
