@@ -118,7 +118,7 @@ class Arm(BaseModel):
     name: str
     use: list[str] = Field(default_factory=list, max_length=32)
     options: dict[str, Any] = Field(default_factory=dict)
-    description: str = Field("", max_length=MAX_STRING)
+    description: str = Field(default="", max_length=MAX_STRING)
 
     @field_validator("name")
     @classmethod
@@ -220,12 +220,12 @@ class ExperimentSpec(BaseModel):
     seeds: list[Seed] = Field(default_factory=lambda: list(DEFAULT_SEEDS), min_length=1,
                               max_length=MAX_SEEDS)
     options: dict[str, Any] = Field(default_factory=dict)  # shared by every arm
-    metric: str = Field("val_loss", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    metric: str = Field(default="val_loss", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     direction: Literal["minimize", "maximize"] = "minimize"
     tolerance: float = Field(0.0, ge=0)  # quality change still counted as "no worse"
     # Equivalence margin in the metric's units ("quality kept" = within +-margin by TOST);
     # None: 2 sd of the measured noise floor, else a provisional one from the baseline's sd.
-    margin: float | None = Field(None, gt=0)
+    margin: float | None = Field(default=None, gt=0)
     target: float | None = None  # declared time-to-target value (else leave-one-seed-out)
     # The one cost ratio the rubric credits (the others are reported): time-to-target seconds,
     # FLOPs or energy, or the model's size / peak memory (compression, memory savings).
@@ -235,7 +235,7 @@ class ExperimentSpec(BaseModel):
     sweep_chosen: dict[str, float] = Field(default_factory=dict)  # arm -> value, set by the lab
     quick_budget: dict[str, float] | None = None  # `airlab run --quick`: a smoke-test budget
     # The knowledge-base idea this experiment tests (set by the research team; not in run keys).
-    idea: str | None = Field(None, max_length=64)
+    idea: str | None = Field(default=None, max_length=64)
     # Technique files (generated code) the arms may `use`: paths relative to the spec file,
     # made absolute when loading. Their code runs only in the sandbox (docs/sandbox.md).
     techniques: list[str] = Field(default_factory=list, max_length=MAX_TECHNIQUE_FILES)

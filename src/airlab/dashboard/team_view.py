@@ -37,7 +37,7 @@ def sprints_view(store: Store) -> dict[str, Any]:
 
     sessions = team_store.list_sessions(store)
     sprints = team_store.list_sprints(store)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in sprints:
         rating = r.record.validation.rating if r.record.validation is not None else None
         rows.append({"session": r.session, "number": r.number, "kind": r.kind,

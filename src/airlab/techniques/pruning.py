@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -40,17 +41,30 @@ Masks = dict[str, torch.Tensor]
 # The pruned set and global magnitude masks.
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+def _blocks(model: nn.Module) -> nn.Module | None:
+    """A GPT's transformer blocks (the pruned part of a language model), or None."""
+    blocks = getattr(model, "blocks", None)
+    return blocks if isinstance(blocks, nn.Module) else None
+
+
+def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
+    """The Linear or Conv2d at ``name`` (the only layers pruning touches)."""
+    m = model.get_submodule(name)
+    assert isinstance(m, (nn.Linear, nn.Conv2d)), f"{name} is a {type(m).__name__}"
+    return m
+
+
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights to prune, by module name (see the module docstring for which)."""
     uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
-    root = model.blocks if isinstance(getattr(model, "blocks", None), nn.Module) else model
+    root = _blocks(model) or model
     prefix = "blocks." if root is not model else ""
     kinds = (nn.Linear,) if root is not model else (nn.Linear, nn.Conv2d)
     return {prefix + name: m.weight for name, m in root.named_modules()
             if isinstance(m, kinds) and uses[id(m.weight)] == 1}
 
 
-def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> Masks:
+def global_magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float) -> Masks:
     """Masks (1 keep, 0 prune) zeroing exactly round(sparsity * N) of the smallest |w| overall."""
     flat = torch.cat([w.detach().abs().flatten().float() for w in weights.values()])
     n = flat.numel()
@@ -71,13 +85,13 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) ->
     return masks
 
 
-def apply_masks(weights: dict[str, torch.Tensor], masks: Masks) -> None:
+def apply_masks(weights: Mapping[str, torch.Tensor], masks: Masks) -> None:
     with torch.no_grad():
         for name, m in masks.items():
             weights[name].mul_(m)
 
 
-def measured_sparsity(weights: dict[str, torch.Tensor]) -> float:
+def measured_sparsity(weights: Mapping[str, torch.Tensor]) -> float:
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     return zeros / max(1, sum(w.numel() for w in weights.values()))
 
@@ -89,7 +103,7 @@ def csr_bytes(w: torch.Tensor) -> int:
     return nnz * (w.element_size() + 4) + (rows + 1) * 4
 
 
-def sparse_bytes_est(model: nn.Module, weights: dict[str, torch.Tensor]) -> int:
+def sparse_bytes_est(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
     dense = sum(w.numel() * w.element_size() for w in weights.values())
     return measure.model_bytes(model) - dense + sum(csr_bytes(w) for w in weights.values())
 
@@ -120,7 +134,7 @@ class _Unstructured(Hooks):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.sparsity = _fraction(self.options, "prune_sparsity", 0.999)
-        self.weights: dict[str, nn.Parameter] = {}
+        self.weights: dict[str, torch.Tensor] = {}
         self.masks: Masks | None = None
         self.target = 0.0  # sparsity the current masks were made for
         self.set_at = 0.0
@@ -224,9 +238,10 @@ def neuron_groups(model: nn.Module) -> list[NeuronGroup]:
     """The prunable units: GPT MLP hidden neurons, or hidden units / conv channels of a
     feed-forward stack (layers taken in registration order, the usual data-flow order; the
     rebuild check in deploy catches a model where that is not so)."""
-    if isinstance(getattr(model, "blocks", None), nn.Module):
+    blocks = _blocks(model)
+    if blocks is not None:
         groups = []
-        for i, block in enumerate(model.blocks):
+        for i, block in enumerate(cast(Iterable[nn.Module], blocks)):  # a ModuleList
             mlp = getattr(block, "mlp", None)
             if mlp is None or not isinstance(getattr(mlp, "fc", None), nn.Linear):
                 continue
@@ -285,12 +300,12 @@ class Structured(Hooks):
         """L2 norm of every weight attached to each unit (its rows in and columns out)."""
         sq = torch.zeros(g.size, device=next(model.parameters()).device)
         for name in g.producers:
-            m = model.get_submodule(name)
+            m = _layer(model, name)
             sq += m.weight.detach().float().pow(2).flatten(1).sum(1)
             if m.bias is not None:
                 sq += m.bias.detach().float().pow(2)
         for name, per in g.consumers:
-            w = model.get_submodule(name).weight.detach().float()
+            w = _layer(model, name).weight.detach().float()
             sq += w.pow(2).transpose(0, 1).flatten(1).sum(1).view(g.size, per).sum(1)
         return sq.sqrt()
 
@@ -304,18 +319,18 @@ class Structured(Hooks):
             unit = torch.zeros(g.size, device=keep.device)
             unit[keep] = 1.0
             for name in g.producers:
-                w = model.get_submodule(name).weight
+                w = _layer(model, name).weight
                 m = wmask.setdefault(name, torch.ones_like(w))
                 m *= unit.view(-1, *([1] * (w.dim() - 1)))
             for name, per in g.consumers:
-                w = model.get_submodule(name).weight
+                w = _layer(model, name).weight
                 m = wmask.setdefault(name, torch.ones_like(w))
                 m *= unit.repeat_interleave(per).view(1, -1, *([1] * (w.dim() - 2)))
         producer_units = {n: self.keep[i] for i, g in enumerate(self.groups)
                           for n in g.producers}
         self.masks = {}
         for name, m in wmask.items():
-            bias = model.get_submodule(name).bias
+            bias = _layer(model, name).bias
             bmask = None
             if bias is not None and name in producer_units:
                 bmask = torch.zeros_like(bias)
@@ -326,9 +341,9 @@ class Structured(Hooks):
     def apply(self, model: nn.Module) -> None:
         with torch.no_grad():
             for name, (wm, bm) in self.masks.items():
-                mod = model.get_submodule(name)
+                mod = _layer(model, name)
                 mod.weight.mul_(wm)
-                if bm is not None:
+                if bm is not None and mod.bias is not None:
                     mod.bias.mul_(bm)
 
     def after_step(self, model: nn.Module, step: int, progress: float) -> None:
@@ -349,7 +364,7 @@ class Structured(Hooks):
                 cols[name] = _cols(keep, per)
         small = copy.deepcopy(model)
         for name in sorted(set(rows) | set(cols)):
-            old = small.get_submodule(name)
+            old = _layer(small, name)
             w = old.weight.detach()
             r = rows.get(name)
             c = cols.get(name)
@@ -366,19 +381,22 @@ class Structured(Hooks):
         return small
 
     @staticmethod
-    def _resized(old: nn.Module, w: torch.Tensor, b: torch.Tensor | None) -> nn.Module:
-        kw = {"device": w.device, "dtype": w.dtype}
+    def _resized(old: nn.Linear | nn.Conv2d, w: torch.Tensor, b: torch.Tensor | None
+                 ) -> nn.Linear | nn.Conv2d:
+        kw: dict[str, Any] = {"device": w.device, "dtype": w.dtype}
+        new: nn.Linear | nn.Conv2d
         if isinstance(old, nn.Linear):
-            new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, **kw)
+            new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, **kw)
         else:
-            assert isinstance(old, nn.Conv2d)
             groups = w.shape[0] if _is_depthwise(old) else 1
-            new = nn.Conv2d(w.shape[1] * groups, w.shape[0], old.kernel_size, old.stride,
-                            old.padding, old.dilation, groups, b is not None, old.padding_mode,
+            # The old layer's geometry (torch types it tuple[int, ...]; a Conv2d's is 2-d).
+            kw.update(kernel_size=old.kernel_size, stride=old.stride, padding=old.padding,
+                      dilation=old.dilation, padding_mode=old.padding_mode)
+            new = nn.Conv2d(w.shape[1] * groups, w.shape[0], groups=groups, bias=b is not None,
                             **kw)
         with torch.no_grad():
             new.weight.copy_(w)
-            if b is not None:
+            if b is not None and new.bias is not None:
                 new.bias.copy_(b)
         return new
 
@@ -386,7 +404,7 @@ class Structured(Hooks):
         if self.keep is None:  # a budget too short to reach prune_at
             self.prune(model, 1.0)
         self.apply(model)
-        pruned = {n: model.get_submodule(n).weight for n in self.masks}
+        pruned = {n: _layer(model, n).weight for n in self.masks}
         small = self.rebuild(model)
         # Cheap check that the rebuild is the masked model: same outputs on a few inputs.
         x, _ = task.next_batch()

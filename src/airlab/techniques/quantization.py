@@ -49,6 +49,13 @@ def quantizable_linears(model: nn.Module) -> list[str]:
             if isinstance(m, nn.Linear) and uses[id(m.weight)] == 1]
 
 
+def _linear(model: nn.Module, name: str) -> nn.Linear:
+    """The Linear at ``name`` (the only layers quantized here)."""
+    m = model.get_submodule(name)
+    assert isinstance(m, nn.Linear), f"{name} is a {type(m).__name__}"
+    return m
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -265,7 +272,7 @@ def _weight_only(model: nn.Module, bits: int, names: list[str]) -> nn.Module:
     """Copy of ``model`` with the named Linears replaced by WeightOnlyLinear."""
     q = copy.deepcopy(model)
     for name in names:
-        _set_module(q, name, WeightOnlyLinear.from_linear(q.get_submodule(name), bits))
+        _set_module(q, name, WeightOnlyLinear.from_linear(_linear(q, name), bits))
     return q
 
 
@@ -290,7 +297,7 @@ class _QuantHooks(Hooks):
         self.stats = {
             "quant_bits": float(self.bits),
             "quant_layers": float(len(names)),
-            "quant_weights": float(sum(model.get_submodule(n).weight.numel() for n in names)),
+            "quant_weights": float(sum(_linear(model, n).weight.numel() for n in names)),
             "quant_bytes_fp32": float(bytes_fp32),
             "quant_bytes": float(bytes_q),
             "quant_compression": bytes_fp32 / bytes_q if bytes_q else 1.0,
@@ -332,7 +339,7 @@ class QAT(_QuantHooks):
 
     def on_model(self, model: nn.Module) -> nn.Module:
         for name in quantizable_linears(model):
-            _set_module(model, name, FakeQuantLinear.from_linear(model.get_submodule(name),
+            _set_module(model, name, FakeQuantLinear.from_linear(_linear(model, name),
                                                                  self.bits))
         return model
 
