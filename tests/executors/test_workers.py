@@ -126,7 +126,7 @@ def _other_host() -> list[str]:
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path, pg_url: str,
                                                shared_data: Path) -> None:
     db = pg_url
-    spec = micro_spec(tmp_path, seeds=2, arms=0, budget="{seconds: 6}")
+    spec = micro_spec(tmp_path, seeds=2, arms=0, budget="{seconds: 3}")
     assert airlab("run", str(spec), "--enqueue", db=db).returncode == 0
     env = {**os.environ, "AIRLAB_LEASE_S": "5"}
     victim = subprocess.Popen([*_other_host(), *AIRLAB, "--db", db, "worker", "--threads", "1",
