@@ -48,10 +48,9 @@ def _blocks(model: nn.Module) -> nn.Module | None:
 
 
 def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
-    """The Linear or Conv2d at ``name`` (the only layers pruning touches)."""
-    m = model.get_submodule(name)
-    assert isinstance(m, (nn.Linear, nn.Conv2d)), f"{name} is a {type(m).__name__}"
-    return m
+    """The layer at ``name``, typed as what pruning touches (a Linear or Conv2d, or a module
+    that stands in for one with the same ``weight`` and ``bias``: not checked here)."""
+    return cast("nn.Linear | nn.Conv2d", model.get_submodule(name))
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -388,6 +387,7 @@ class Structured(Hooks):
         if isinstance(old, nn.Linear):
             new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, **kw)
         else:
+            assert isinstance(old, nn.Conv2d)
             groups = w.shape[0] if _is_depthwise(old) else 1
             # The old layer's geometry (torch types it tuple[int, ...]; a Conv2d's is 2-d).
             kw.update(kernel_size=old.kernel_size, stride=old.stride, padding=old.padding,
