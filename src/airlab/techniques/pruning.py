@@ -56,7 +56,8 @@ def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights to prune, by module name (see the module docstring for which)."""
     uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
-    root = _blocks(model) or model
+    blocks = _blocks(model)  # not `or`: an empty ModuleList is falsy and still the root
+    root = blocks if blocks is not None else model
     prefix = "blocks." if root is not model else ""
     kinds = (nn.Linear,) if root is not model else (nn.Linear, nn.Conv2d)
     return {prefix + name: m.weight for name, m in root.named_modules()
