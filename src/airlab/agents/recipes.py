@@ -70,13 +70,11 @@ def _figures(row: SprintRow, res: Any) -> dict[str, Any]:
             "label": rec.request.task.label(rec.request.tokens)}
 
 
-def _cut_short(row: SprintRow, res: Any, pairs: int, failed_too: bool = False) -> bool:
+def _cut_short(row: SprintRow, res: Any, pairs: int) -> bool:
     """Whether a sprint's comparison lacks seed pairs because its runs did not all run (cut
-    by the box or the session's end), not because runs failed (``failed_too``: either)."""
+    by the box or the session's end), not because runs failed."""
     if res is not None and res.n >= pairs:
         return False
-    if failed_too:
-        return True
     runs = row.record.runs
     return runs is not None and runs.failed == 0 and (
         runs.incomplete > 0 or runs.reused + runs.ran < runs.planned)
@@ -287,7 +285,7 @@ class Transfer:
         res = rec.validation.arms.get(VERSUS[0]) if rec.validation is not None else None
         figures = _figures(row, res)
         pairs = len(figures["seeds"])
-        if _cut_short(row, res, pairs, failed_too=True):  # not measured, not a failure
+        if res is None or res.n < pairs:  # runs cut by the box or failed: not measured
             figures["incomplete"] = f"{res.n if res else 0} of {pairs} seed pairs finished"
             entry.transfer[where] = figures
             return
